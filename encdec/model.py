@@ -1,0 +1,292 @@
+"""EncoderDecoderModel: compose an encoder and a decoder, compute the seq2seq loss, and move
+weights in and out of Hugging Face folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from encdec.bert import BertDecoder, BertStack
+from encdec.checkpoints import (
+    Rule, _linear, backbone_rules, canonical_single_model_keys, from_hf, normalize_keys, prefixed,
+    read_state_dict, to_hf, write_safetensors,
+)
+from encdec.config import BackboneConfig, EncoderDecoderConfig
+from encdec.gpt2 import GPT2Decoder
+from encdec.hub import resolve_model_dir
+from encdec.modules import init_weights, padding_mask
+
+logger = logging.getLogger("encdec")
+
+
+@dataclass
+class Seq2SeqLMOutput:
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    encoder_last_hidden_state: Tensor | None = None
+
+    def __getitem__(self, i: int):  # tuple-style access, as in transformers: loss, logits = out[:2]
+        return tuple(v for v in (self.loss, self.logits, self.encoder_last_hidden_state) if v is not None)[i]
+
+
+def shift_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
+    """Decoder inputs from labels: start token first, labels moved one right, -100 -> pad."""
+    shifted = labels.new_zeros(labels.shape)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def build_decoder(config: BackboneConfig) -> nn.Module:
+    return GPT2Decoder(config) if config.model_type == "gpt2" else BertDecoder(config)
+
+
+class EncoderDecoderModel(nn.Module):
+    """A BERT/RoBERTa encoder and a BERT/RoBERTa/GPT-2 decoder joined by cross-attention."""
+
+    def __init__(self, config: EncoderDecoderConfig) -> None:
+        super().__init__()
+        if config.encoder.model_type == "gpt2":
+            raise ValueError("GPT-2 cannot be the encoder; use BERT or RoBERTa (e.g. bert2gpt2).")
+        self.config = config
+        self.encoder = BertStack(config.encoder)
+        self.decoder = build_decoder(config.decoder)
+        self.enc_to_dec_proj = None
+        if config.encoder.hidden_size != config.decoder.hidden_size:
+            self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
+        self.init_weights()
+        if config.tie_encoder_decoder:
+            self.tie_encoder_decoder()
+
+    def init_weights(self) -> None:
+        init_weights(self.encoder, self.config.encoder.initializer_range)
+        self.decoder.init_weights()
+        if self.enc_to_dec_proj is not None:
+            init_weights(self.enc_to_dec_proj, self.config.decoder.initializer_range)
+
+    def tie_encoder_decoder(self) -> None:
+        """BERTShare: the encoder uses the decoder's Parameters wherever both have a weight of that
+        name and shape (cross-attention and the LM head stay the decoder's own)."""
+        if not isinstance(self.decoder, BertDecoder) or self.config.encoder.model_type != self.config.decoder.model_type:
+            raise ValueError(
+                "tie_encoder_decoder=True needs the same family on both sides (bert2bert or "
+                f"roberta2roberta); got {self.config.encoder.model_type}2{self.config.decoder.model_type}."
+            )
+        for name, param in self.decoder.stack.named_parameters():
+            owner_name, _, attr = name.rpartition(".")
+            try:
+                owner = self.encoder.get_submodule(owner_name)
+            except AttributeError:
+                continue
+            if isinstance(getattr(owner, attr, None), nn.Parameter) and getattr(owner, attr).shape == param.shape:
+                setattr(owner, attr, param)
+
+    # ------------------------------------------------------------------ forward
+
+    def encode(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """Encoder hidden states (B, S, C_enc), before any projection to the decoder width."""
+        return self.encoder(input_ids, attention_mask, token_type_ids)
+
+    def memory(self, encoder_hidden: Tensor) -> Tensor:
+        return encoder_hidden if self.enc_to_dec_proj is None else self.enc_to_dec_proj(encoder_hidden)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        decoder_input_ids: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+        encoder_outputs: Any = None,
+        labels: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Seq2SeqLMOutput:
+        """Logits for every decoder position, and the mean cross-entropy over labels != -100."""
+        if encoder_outputs is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (or precomputed encoder_outputs).")
+            encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        else:
+            encoder_hidden = _hidden_of(encoder_outputs)
+        if labels is not None:
+            self._check_labels(labels)
+            if decoder_input_ids is None:
+                decoder_input_ids = shift_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+                if decoder_attention_mask is None:
+                    decoder_attention_mask = decoder_input_ids.ne(self.config.pad_token_id).long()
+        if decoder_input_ids is None:
+            raise ValueError("Pass labels or decoder_input_ids: the decoder needs inputs.")
+        memory = self.memory(encoder_hidden)
+        hidden = self.decoder(
+            decoder_input_ids, decoder_attention_mask,
+            memory_kv=self.decoder.cross_kv(memory),
+            memory_mask=padding_mask(attention_mask),
+        )
+        logits = self.decoder.logits(hidden)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_hidden)
+
+    def _check_labels(self, labels: Tensor) -> None:
+        missing = [k for k in ("decoder_start_token_id", "pad_token_id") if getattr(self.config, k) is None]
+        if missing:
+            raise ValueError(
+                f"model.config.{' and model.config.'.join(missing)} must be set to build decoder inputs from "
+                "labels, e.g. model.config.decoder_start_token_id = tokenizer.cls_token_id and "
+                "model.config.pad_token_id = tokenizer.pad_token_id."
+            )
+        vocab = self.config.decoder.vocab_size
+        bad = (labels != -100) & ((labels < 0) | (labels >= vocab))
+        if bad.any():
+            raise ValueError(
+                f"labels contain ids {sorted(set(labels[bad].tolist()))[:5]} outside the decoder vocabulary "
+                f"[0, {vocab}); mask ignored positions with -100 and check that the labels were made "
+                "with the decoder's tokenizer."
+            )
+
+    # ------------------------------------------------------------------ Hugging Face checkpoints
+
+    def hf_rules(self) -> list[Rule]:
+        rules = prefixed(backbone_rules(self.config.encoder), "encoder.", "encoder.")
+        rules += prefixed(backbone_rules(self.config.decoder), "decoder.", "decoder.")
+        if self.enc_to_dec_proj is not None:
+            rules += _linear("enc_to_dec_proj", "enc_to_dec_proj")
+        return rules
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, config: EncoderDecoderConfig | None = None
+    ) -> EncoderDecoderModel:
+        """Load a folder written by `save_pretrained` here or in transformers (or a Hub id)."""
+        folder = resolve_model_dir(name_or_path)
+        model = cls(config or EncoderDecoderConfig.from_pretrained(folder))
+        hf = normalize_keys(read_state_dict(folder))
+        state, missing, unused = from_hf(hf, model.hf_rules())
+        load_checked(model, state, source=str(folder))
+        _report(missing, unused, str(folder))
+        if model.config.tie_encoder_decoder:
+            model.tie_encoder_decoder()
+        return model
+
+    @classmethod
+    def from_encoder_decoder_pretrained(
+        cls,
+        encoder_pretrained_model_name_or_path: str | os.PathLike,
+        decoder_pretrained_model_name_or_path: str | os.PathLike,
+        **kwargs: Any,
+    ) -> EncoderDecoderModel:
+        """Warm-start from two single-model checkpoints; cross-attention (and enc_to_dec_proj) start
+        random. `encoder_*` / `decoder_*` kwargs set fields of that side's config, the rest the top."""
+        enc_kw, dec_kw, top_kw = _split_kwargs(kwargs)
+        enc_dir = resolve_model_dir(encoder_pretrained_model_name_or_path)
+        dec_dir = resolve_model_dir(decoder_pretrained_model_name_or_path)
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(
+            _read_backbone_config(enc_dir, enc_kw), _read_backbone_config(dec_dir, dec_kw), **top_kw
+        )
+        model = cls(config)
+        new, unused = [], []
+        for side, folder in (("encoder", enc_dir), ("decoder", dec_dir)):
+            side_cfg = getattr(config, side)
+            hf = canonical_single_model_keys(read_state_dict(folder), side_cfg)
+            state, missing, side_unused = from_hf(hf, backbone_rules(side_cfg))
+            load_checked(getattr(model, side), state, source=str(folder))
+            new += [f"{side}.{k}" for k in missing]
+            unused += [f"{side} checkpoint: {k}" for k in side_unused]
+        if model.enc_to_dec_proj is not None:
+            new += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
+        _report(new, unused, "the pretrained encoder and decoder")
+        if config.tie_encoder_decoder:
+            model.tie_encoder_decoder()
+        return model
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write config.json and model.safetensors in transformers' EncoderDecoderModel layout."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        hf = to_hf(self.state_dict(), self.hf_rules())
+        write_safetensors(hf, folder / "model.safetensors")
+        self.config.save_pretrained(folder)
+
+
+def _hidden_of(encoder_outputs: Any) -> Tensor:
+    """Accept a tensor, a tuple whose first item is the hidden states, or an object with
+    `last_hidden_state` (what transformers code passes)."""
+    if isinstance(encoder_outputs, Tensor):
+        return encoder_outputs
+    if hasattr(encoder_outputs, "last_hidden_state"):
+        return encoder_outputs.last_hidden_state
+    return encoder_outputs[0]
+
+
+def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """encoder_x -> encoder config, decoder_x -> decoder config, the rest (and
+    decoder_start_token_id, which belongs to the top config) -> the top config."""
+    enc, dec, top = {}, {}, {}
+    for key, value in kwargs.items():
+        if key.startswith("encoder_"):
+            enc[key[len("encoder_"):]] = value
+        elif key.startswith("decoder_") and key != "decoder_start_token_id":
+            dec[key[len("decoder_"):]] = value
+        else:
+            top[key] = value
+    top_fields = {f.name for f in fields(EncoderDecoderConfig)} - {"encoder", "decoder", "extra"}
+    unknown = set(top) - top_fields
+    if unknown:
+        raise TypeError(
+            f"Unknown arguments {sorted(unknown)}: use encoder_<field> / decoder_<field> for one side's "
+            f"config, or one of {sorted(top_fields)}."
+        )
+    return enc, dec, top
+
+
+def _read_backbone_config(folder: Path, overrides: dict[str, Any]) -> BackboneConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"No config.json in {folder}; is this a model folder?")
+    config = BackboneConfig.from_dict(json.loads(path.read_text()))
+    known = {f.name for f in fields(BackboneConfig)}
+    for key, value in overrides.items():
+        if key not in known:
+            raise TypeError(f"Unknown config field {key!r}; known fields: {sorted(known - {'extra'})}.")
+        setattr(config, key, value)
+    return config
+
+
+def load_checked(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """load_state_dict with a readable error when shapes disagree with the config."""
+    own = module.state_dict()
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(
+            f"Weights in {source} do not fit the config ({len(bad)} tensors), e.g. "
+            + "; ".join(bad[:4]) + ". The config.json does not describe these weights: use the config "
+            "saved with them, or drop the overrides that change sizes."
+        )
+    module.load_state_dict(state, strict=False)
+
+
+def _report(new: list[str], unused: list[str], source: str) -> None:
+    if new:
+        logger.info(
+            "Newly initialised from scratch (expected for cross-attention when warm-starting; train "
+            "before use): %s", ", ".join(collapse_layer_indices(new)),
+        )
+    if unused:
+        logger.info("Weights in %s that this model does not use: %s", source, ", ".join(collapse_layer_indices(unused)))
+
+
+def collapse_layer_indices(keys: list[str]) -> list[str]:
+    """'layers.0.x', 'layers.1.x' -> 'layers.*.x', so a report lists each kind of weight once."""
+    return list(dict.fromkeys(re.sub(r"\.(\d+)\.", ".*.", k) for k in keys))
