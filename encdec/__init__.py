@@ -1,9 +1,15 @@
 """encdec: encoder-decoder transformers in plain PyTorch, Hugging Face compatible."""
 
 from encdec.config import BackboneConfig, BertConfig, EncoderDecoderConfig, GPT2Config, RobertaConfig
+from encdec.hub import register_mirror, resolve_model_dir
 from encdec.model import EncoderDecoderModel, Seq2SeqLMOutput, shift_right
+from encdec.tokenizer import Tokenizer, load_tokenizer
+
+# transformers' tokenizer class names, so code from its documentation ports by changing the import.
+AutoTokenizer = BertTokenizer = RobertaTokenizer = GPT2Tokenizer = Tokenizer
 
 __all__ = [
-    "BackboneConfig", "BertConfig", "EncoderDecoderConfig", "EncoderDecoderModel", "GPT2Config",
-    "RobertaConfig", "Seq2SeqLMOutput", "shift_right",
+    "AutoTokenizer", "BackboneConfig", "BertConfig", "BertTokenizer", "EncoderDecoderConfig",
+    "EncoderDecoderModel", "GPT2Config", "GPT2Tokenizer", "RobertaConfig", "RobertaTokenizer",
+    "Seq2SeqLMOutput", "Tokenizer", "load_tokenizer", "register_mirror", "resolve_model_dir", "shift_right",
 ]

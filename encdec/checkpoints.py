@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,12 @@ def _read_file(path: Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
             return load_file(path)
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} holds Python objects besides tensors; encdec loads .bin files with "
+            "torch.load(weights_only=True) so a checkpoint cannot run code. Convert it to safetensors "
+            "in a trusted environment."
+        ) from err
     except (SafetensorError, RuntimeError, EOFError, OSError) as err:
         raise ValueError(
             f"Could not read {path}: the file is corrupt or truncated ({err}). Re-download or re-save it."

@@ -155,6 +155,18 @@ class EncoderDecoderModel(nn.Module):
                 "with the decoder's tokenizer."
             )
 
+    def check_tokenizers(self, encoder_tokenizer: Any, decoder_tokenizer: Any | None = None) -> None:
+        """Fail early when a tokenizer can produce ids the model has no embedding for."""
+        pairs = (("encoder", encoder_tokenizer), ("decoder", decoder_tokenizer or encoder_tokenizer))
+        for side, tokenizer in pairs:
+            model_vocab = getattr(self.config, side).vocab_size
+            if tokenizer.vocab_size > model_vocab:
+                raise ValueError(
+                    f"The {side} tokenizer has {tokenizer.vocab_size} tokens but the {side} embeddings only "
+                    f"{model_vocab}: this tokenizer does not belong to this model. Load the tokenizer saved "
+                    "with the checkpoint (or give the encoder and decoder their own tokenizers)."
+                )
+
     # ------------------------------------------------------------------ Hugging Face checkpoints
 
     def hf_rules(self) -> list[Rule]:
@@ -177,7 +189,7 @@ class EncoderDecoderModel(nn.Module):
         _report(missing, unused, str(folder))
         if model.config.tie_encoder_decoder:
             model.tie_encoder_decoder()
-        return model
+        return model.eval()  # as transformers: loaded models start in eval mode (no dropout)
 
     @classmethod
     def from_encoder_decoder_pretrained(
@@ -208,7 +220,7 @@ class EncoderDecoderModel(nn.Module):
         _report(new, unused, "the pretrained encoder and decoder")
         if config.tie_encoder_decoder:
             model.tie_encoder_decoder()
-        return model
+        return model.eval()
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json and model.safetensors in transformers' EncoderDecoderModel layout."""

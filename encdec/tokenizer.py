@@ -31,7 +31,9 @@ CONVENTIONAL = {
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt")
 DEFAULT_MAX_LENGTH = 512
 # Config keys that describe one saved copy, not the tokenizer; dropped when we save.
-_STALE_KEYS = ("added_tokens_decoder", "name_or_path", "tokenizer_file", "auto_map", "special_tokens_map_file")
+_STALE_KEYS = (
+    "added_tokens_decoder", "name_or_path", "tokenizer_file", "auto_map", "special_tokens_map_file"
+)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -156,6 +158,16 @@ def clean_up_spaces(text: str) -> str:
     return text
 
 
+class Encoding(dict):
+    """A dict that also reads as attributes (`enc.input_ids`), like transformers' BatchEncoding."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus special tokens, limits and the HF folder format."""
 
@@ -248,10 +260,12 @@ class Tokenizer:
         target = self._padded_length(rows, padding, max_length)
         ids, mask = self._pad(rows, target)
         if return_tensors is None:
-            return {"input_ids": ids[0] if single else ids, "attention_mask": mask[0] if single else mask}
+            return Encoding(input_ids=ids[0] if single else ids, attention_mask=mask[0] if single else mask)
         if len({len(r) for r in ids}) > 1:
             raise ValueError("Sequences differ in length; pass padding=True to return tensors.")
-        return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask, dtype=torch.long)}
+        return Encoding(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)
+        )
 
     def _encode(self, batch: list[str], limit: int | None, add_special_tokens: bool) -> list[list[int]]:
         """Batch-encode in parallel; the library's truncation keeps the special tokens in place."""
@@ -301,7 +315,7 @@ class Tokenizer:
 
     # ---- saving --------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (transformers reads them)."""
+        """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (transformers reads them)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(folder / "tokenizer.json"))
