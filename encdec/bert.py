@@ -47,6 +47,7 @@ class BertStack(nn.Module):
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
         if not config.is_decoder:
             # Loaded and saved for checkpoint compatibility, never run (an unused DDP parameter otherwise).
             self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
@@ -69,6 +70,7 @@ class BertStack(nn.Module):
         x = run_layers(
             self.layers, x, mask, causal=causal, pos=pos,
             memory_kv=memory_kv, memory_mask=memory_mask, caches=caches,
+            checkpointed=self.gradient_checkpointing,
         )
         return x
 

@@ -19,6 +19,7 @@ class GPT2Decoder(nn.Module):
         self.wpe = nn.Embedding(config.max_position_embeddings, c)
         self.dropout = nn.Dropout(config.embd_dropout)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
         self.final_norm = nn.LayerNorm(c, eps=config.layer_norm_eps)
 
     def forward(
@@ -39,6 +40,7 @@ class GPT2Decoder(nn.Module):
         x = run_layers(
             self.layers, x, mask, causal=causal, pos=pos,
             memory_kv=memory_kv, memory_mask=memory_mask, caches=caches,
+            checkpointed=self.gradient_checkpointing,
         )
         return self.final_norm(x)
 

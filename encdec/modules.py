@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from encdec.config import BackboneConfig
@@ -181,15 +182,21 @@ def run_layers(
     memory_kv: list[tuple[Tensor, Tensor]] | None,
     memory_mask: Tensor | None,
     caches: list[KVCache] | None,
+    checkpointed: bool = False,
 ) -> Tensor:
-    """Run the blocks in order, handing each its cross K/V and cache."""
+    """Run the blocks in order, handing each its cross K/V and cache. `checkpointed` (training with
+    activation checkpointing) keeps only each block's input and recomputes the rest in backward."""
     for i, layer in enumerate(layers):
-        x = layer(
-            x, mask, causal=causal, pos=pos,
+        kwargs = dict(
+            causal=causal, pos=pos,
             memory_kv=memory_kv[i] if memory_kv is not None else None,
             memory_mask=memory_mask,
             cache=caches[i] if caches is not None else None,
         )
+        if checkpointed and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False, **kwargs)
+        else:
+            x = layer(x, mask, **kwargs)
     return x
 
 

@@ -1,0 +1,100 @@
+"""Next-token score rules (penalties, bans, sampling filters), each a vectorised function of the
+sequences so far (N, T) and the scores (N, V). Applied in transformers' order so that results match.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+Processor = Callable[[Tensor, Tensor], Tensor]  # (sequences (N, T), scores (N, V)) -> scores
+
+
+def repetition_penalty(penalty: float, seqs: Tensor, scores: Tensor) -> Tensor:
+    """CTRL's penalty: scores of tokens already in the sequence are divided by `penalty` when
+    positive and multiplied by it when negative (both make them less likely)."""
+    seen = scores.gather(1, seqs)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return scores.scatter(1, seqs, seen)
+
+
+def banned_ngram_mask(n: int, seqs: Tensor, vocab_size: int) -> Tensor:
+    """(N, V) True where the token would complete an n-gram the sequence already holds."""
+    rows, length = seqs.shape
+    banned = torch.zeros(rows, vocab_size + 1, dtype=torch.bool, device=seqs.device)
+    if length < n:
+        return banned[:, :vocab_size]
+    grams = seqs.unfold(1, n, 1)  # (N, length - n + 1, n): every n-gram so far
+    tail = seqs[:, length - n + 1:]  # the last n - 1 tokens: the prefix of the next n-gram
+    repeats = (grams[:, :, :-1] == tail[:, None, :]).all(dim=-1)
+    # Non-matching n-grams point at the spare column vocab_size, which is cut off below.
+    banned.scatter_(1, torch.where(repeats, grams[:, :, -1], vocab_size), True)
+    return banned[:, :vocab_size]
+
+
+def no_repeat_ngram(n: int, seqs: Tensor, scores: Tensor) -> Tensor:
+    return scores.masked_fill(banned_ngram_mask(n, seqs, scores.shape[1]), float("-inf"))
+
+
+def min_length(length: int, eos_ids: Tensor, seqs: Tensor, scores: Tensor) -> Tensor:
+    """Ban every EOS id while the sequence (start token included) is shorter than `length`."""
+    if seqs.shape[1] >= length:
+        return scores
+    return scores.index_fill(1, eos_ids, float("-inf"))
+
+
+def temperature(value: float, seqs: Tensor, scores: Tensor) -> Tensor:
+    return scores / value
+
+
+def top_k(k: int, seqs: Tensor, scores: Tensor) -> Tensor:
+    """Keep the k best tokens (ties with the k-th kept too)."""
+    kth = torch.topk(scores, min(k, scores.shape[1])).values[:, -1:]
+    return scores.masked_fill(scores < kth, float("-inf"))
+
+
+def top_p(p: float, keep: int, seqs: Tensor, scores: Tensor) -> Tensor:
+    """Nucleus filter: drop the least likely tokens whose total probability is <= 1 - p, always
+    keeping the `keep` most likely."""
+    ascending, order = torch.sort(scores, dim=-1)
+    drop = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1 - p
+    drop[:, -keep:] = False
+    return scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+
+
+def build_processors(plan, device: torch.device) -> list[Processor]:
+    """The rules this plan asks for, in transformers' order: penalties and bans first, then (when
+    sampling) temperature, top-k and top-p."""
+    out: list[Processor] = []
+    if plan.repetition_penalty != 1.0:
+        out.append(partial(repetition_penalty, plan.repetition_penalty))
+    if plan.no_repeat_ngram_size > 0:
+        out.append(partial(no_repeat_ngram, plan.no_repeat_ngram_size))
+    if plan.min_length > 1 and plan.eos_ids:
+        out.append(partial(min_length, plan.min_length, torch.tensor(plan.eos_ids, device=device)))
+    if plan.do_sample:
+        out += _sampling_filters(plan)
+    return out
+
+
+def _sampling_filters(plan) -> list[Processor]:
+    # Beam sampling must keep a non-EOS candidate alive for each beam.
+    keep = len(plan.eos_ids) + 1 if plan.num_beams > 1 else 1
+    out: list[Processor] = []
+    if plan.temperature != 1.0:
+        out.append(partial(temperature, plan.temperature))
+    if plan.top_k:
+        out.append(partial(top_k, max(plan.top_k, keep)))
+    if plan.top_p < 1.0:
+        out.append(partial(top_p, plan.top_p, keep))
+    return out
+
+
+def apply(processors: list[Processor], seqs: Tensor, scores: Tensor) -> Tensor:
+    for processor in processors:
+        scores = processor(seqs, scores)
+    return scores
+
