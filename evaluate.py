@@ -9,7 +9,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from encdec.evaluation import PredictionStore, baseline, predict, read_examples, report, score
+from encdec.evaluation import (
+    PredictionStore, baseline, load_summarizer, predict, read_examples, report, score,
+)
 from encdec.runs import write_json
 
 logger = logging.getLogger("encdec")
@@ -25,9 +27,7 @@ def summarizer_for(cfg: DictConfig):
         return baseline(cfg.baseline), {"baseline": cfg.baseline}
     if cfg.model_path is None:
         raise ValueError("Set model_path=PATH_OR_ID (a model folder, a train.py .ckpt or a Hub id), or baseline=lead3.")
-    from encdec.summarize import Summarizer
-
-    summarizer = Summarizer.from_pretrained(cfg.model_path, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    summarizer = load_summarizer(cfg.model_path, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
     overrides = generation_overrides(cfg)
     settings = {**summarizer.model.generation_config.to_dict(), **overrides}
     return (lambda batch: summarizer([e.article for e in batch], **overrides)), {

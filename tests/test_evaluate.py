@@ -115,3 +115,22 @@ def test_torn_line_is_dropped(tmp_path):
     assert store.done() == {"1": "p"}
     store.append([{"id": "3", "reference": "r", "prediction": "q"}])
     assert store.done() == {"1": "p", "3": "q"}
+
+
+@pytest.mark.slow
+def test_checkpoint_and_exported_folder_give_the_same_predictions(tmp_path, compose):
+    import train
+    from conftest import TINY
+
+    cfg = compose(*TINY)
+    train.train(cfg)
+    summary = json.loads((Path(cfg.run_dir) / "metrics.json").read_text())
+    results = {}
+    for name, path in (("hf", summary["exported_model"]), ("ckpt", summary["best_checkpoint"])):
+        overrides = [f"model_path={path}", "limit=6", "batch_size=4", "generation.max_length=8"]
+        results[name] = evaluate_script.evaluate(config(tmp_path / name, *overrides))
+        rows = (tmp_path / name / "out" / "predictions.jsonl").read_text().splitlines()
+        results[name]["predictions"] = sorted(json.loads(r)["prediction"] for r in rows)
+    assert results["ckpt"]["predictions"] == results["hf"]["predictions"]
+    assert results["ckpt"]["rouge"] == results["hf"]["rouge"]
+    assert results["hf"]["generation"]["max_length"] == 8
