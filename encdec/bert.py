@@ -7,7 +7,9 @@ import torch
 from torch import Tensor, nn
 
 from encdec.config import BackboneConfig
+from encdec.dropout import Dropout
 from encdec.modules import Block, KVCache, activation, causal_mask, init_weights, padding_mask, run_layers
+from encdec.packing import PackedMask, Packing
 
 
 def roberta_position_ids(input_ids: Tensor, pad_id: int, past_length: int = 0) -> Tensor:
@@ -26,15 +28,22 @@ class Embeddings(nn.Module):
         self.position = nn.Embedding(config.max_position_embeddings, c, padding_idx=self.pad_id if self.roberta else None)
         self.token_type = nn.Embedding(max(config.type_vocab_size, 1), c)
         self.norm = nn.LayerNorm(c, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None, past_length: int = 0) -> Tensor:
+    def forward(
+        self, input_ids: Tensor, token_type_ids: Tensor | None = None, past_length: int = 0,
+        packing: Packing | None = None,
+    ) -> Tensor:
+        """(B, T, C); with `packing`, only the kept tokens, (N, C), at their padded-grid positions."""
         if self.roberta:
             positions = roberta_position_ids(input_ids, self.pad_id, past_length)
         else:
             positions = torch.arange(past_length, past_length + input_ids.shape[1], device=input_ids.device)[None]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if packing is not None:
+            positions = positions.expand_as(input_ids)
+            input_ids, positions, token_type_ids = (packing.pack(t) for t in (input_ids, positions, token_type_ids))
         x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
         return self.dropout(self.norm(x))
 
@@ -63,10 +72,12 @@ class BertStack(nn.Module):
         memory_mask: Tensor | None = None,
         caches: list[KVCache] | None = None,
         pos: int = 0,
+        packing: Packing | None = None,
     ) -> Tensor:
-        """Hidden states (B, T, C). As a decoder, `memory_kv` holds each layer's cross K/V."""
-        x = self.embeddings(input_ids, token_type_ids, pos)
-        mask, causal = self_attention_mask(self.config, attention_mask, x, pos)
+        """Hidden states (B, T, C), or (N, C) for the tokens kept by `packing` (then `memory_kv`
+        and `memory_mask` are packed too). As a decoder, `memory_kv` holds each layer's cross K/V."""
+        x = self.embeddings(input_ids, token_type_ids, pos, packing)
+        mask, causal = self_attention_mask(self.config, attention_mask, x, pos, packing)
         x = run_layers(
             self.layers, x, mask, causal=causal, pos=pos,
             memory_kv=memory_kv, memory_mask=memory_mask, caches=caches,
@@ -79,9 +90,12 @@ class BertStack(nn.Module):
 
 
 def self_attention_mask(
-    config: BackboneConfig, attention_mask: Tensor | None, x: Tensor, pos: int
-) -> tuple[Tensor | None, bool]:
-    """The boolean self-attention mask, or (None, True) when SDPA's built-in causal mask suffices."""
+    config: BackboneConfig, attention_mask: Tensor | None, x: Tensor, pos: int, packing: Packing | None = None
+) -> tuple[Tensor | PackedMask | None, bool]:
+    """The boolean self-attention mask, or (None, True) when SDPA's built-in causal mask suffices;
+    for packed tokens a `PackedMask`."""
+    if packing is not None:
+        return PackedMask.self_attention(packing, attention_mask, causal=config.is_decoder), False
     if not config.is_decoder:
         return padding_mask(attention_mask), False
     if attention_mask is None and pos == 0:
@@ -100,8 +114,12 @@ class BertLMHead(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
+    def transform(self, x: Tensor) -> Tensor:
+        """The features that the tied projection turns into logits."""
+        return self.norm(self.act(self.dense(x)))
+
     def forward(self, x: Tensor, word_embeddings: Tensor) -> Tensor:
-        return nn.functional.linear(self.norm(self.act(self.dense(x))), word_embeddings, self.bias)
+        return nn.functional.linear(self.transform(x), word_embeddings, self.bias)
 
 
 class BertDecoder(nn.Module):
@@ -121,6 +139,10 @@ class BertDecoder(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self.head(hidden, self.output_embeddings())
+
+    def projection(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(features, weight, bias) with logits = features @ weight^T + bias, for fused losses."""
+        return self.head.transform(hidden), self.output_embeddings(), self.head.bias
 
     def output_embeddings(self) -> Tensor:
         return self.stack.embeddings.word.weight

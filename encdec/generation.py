@@ -18,11 +18,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from encdec.beam_search import beam_search
 from encdec.config import EncoderDecoderConfig
+from encdec.search import Decoding, greedy_search
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 DEFAULT_MAX_LENGTH = 20
 EARLY_STOPPING = (True, False, "never")
+_TOP_IDS = ("decoder_start_token_id", "pad_token_id", "eos_token_id")  # fields of EncoderDecoderConfig
 # Ids transformers reads from the decoder's config when the top-level config leaves them unset.
 _ID_FIELDS = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
 
@@ -73,22 +76,23 @@ class GenerationConfig:
             raise TypeError(
                 f"Unknown generation argument(s) {sorted(unknown)}; known: {sorted(_field_names())}."
             )
-        new = copy.deepcopy(self)
-        for key, value in kwargs.items():
-            setattr(new, key, value)
+        new, default = copy.deepcopy(self), GenerationConfig()
+        for key, value in kwargs.items():  # None restores a default; for ids it means "none"
+            setattr(new, key, getattr(default, key) if value is None else value)
         return new
 
     @classmethod
     def from_model_config(cls, config: EncoderDecoderConfig) -> GenerationConfig:
         """Generation keys old checkpoints keep in config.json, and the ids of the top-level config,
         falling back to the decoder's config for ids left unset (as transformers does)."""
-        top = {**config.extra, **{k: getattr(config, k) for k in ("decoder_start_token_id", "pad_token_id", "eos_token_id")}}
+        top = {**config.extra, **{k: getattr(config, k) for k in _TOP_IDS}}
         gen = cls.from_dict({k: v for k, v in top.items() if k in _field_names()})
         decoder = {**config.decoder.extra, **{k: getattr(config.decoder, k) for k in _ID_FIELDS}}
         default = cls()
         for name in _field_names():
             if getattr(gen, name) == getattr(default, name) and decoder.get(name) is not None:
                 setattr(gen, name, decoder[name])
+        gen._origin = copy.deepcopy(gen)  # lets generate() notice ids set later on model.config
         return gen
 
     @classmethod
@@ -120,8 +124,11 @@ class Plan:
     eos_ids: list[int]
     pad_id: int | None
 
-    def __getattr__(self, name: str) -> Any:  # the remaining settings read through to the config
-        return getattr(self.__dict__["config"], name)
+    def __getattr__(self, name: str) -> Any:
+        """The remaining settings (num_beams, ...) read through to the config."""
+        if name.startswith("__") or "config" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.config, name)
 
 
 def resolve(base: GenerationConfig, kwargs: dict[str, Any], max_positions: int) -> Plan:
@@ -157,30 +164,44 @@ def _min_length(config: GenerationConfig) -> int:
 
 def validate(plan: Plan, max_positions: int) -> None:
     """Raise early, naming the bad value and the fix."""
-    c = plan.config
+    for ok, message in _length_checks(plan, max_positions) + _search_checks(plan.config):
+        if not ok:
+            raise ValueError(message)
+
+
+def _length_checks(plan: Plan, max_positions: int) -> list[tuple[bool, str]]:
+    longest, shortest = plan.max_length, plan.min_length
+    return [
+        (longest > 1, f"max_length {longest} leaves no room after the start token; raise it or set max_new_tokens."),
+        (longest <= max_positions, f"max_length {longest} exceeds the decoder's {max_positions} positions; "
+                                   "lower max_length / max_new_tokens."),
+        (shortest <= longest, f"min_length {shortest} > max_length {longest}; lower min_length (min_new_tokens) "
+                              "or raise max_length (max_new_tokens)."),
+    ]
+
+
+def _search_checks(c: GenerationConfig) -> list[tuple[bool, str]]:
+    n = c.num_return_sequences
     checks = [
         (c.num_beams >= 1, f"num_beams must be >= 1, got {c.num_beams}; use 1 for greedy search."),
-        (plan.max_length > 1, f"max_length {plan.max_length} leaves no room after the start token; raise it or set max_new_tokens."),
-        (plan.max_length <= max_positions, f"max_length {plan.max_length} exceeds the decoder's {max_positions} positions; lower max_length / max_new_tokens."),
-        (plan.min_length <= plan.max_length, f"min_length {plan.min_length} > max_length {plan.max_length}; lower min_length (min_new_tokens) or raise max_length (max_new_tokens)."),
-        (c.num_return_sequences >= 1, f"num_return_sequences must be >= 1, got {c.num_return_sequences}."),
-        (c.early_stopping in EARLY_STOPPING, f"early_stopping must be True, False or 'never', got {c.early_stopping!r}."),
+        (n >= 1, f"num_return_sequences must be >= 1, got {n}."),
+        (c.early_stopping in EARLY_STOPPING, f"early_stopping must be True, False or 'never': {c.early_stopping!r}."),
         (c.repetition_penalty > 0, f"repetition_penalty must be > 0, got {c.repetition_penalty}; 1.0 disables it."),
-        (c.no_repeat_ngram_size >= 0, f"no_repeat_ngram_size must be >= 0, got {c.no_repeat_ngram_size}; 0 disables it."),
+        (c.no_repeat_ngram_size >= 0, f"no_repeat_ngram_size must be >= 0, got {c.no_repeat_ngram_size}; 0 is off."),
     ]
     if c.num_beams > 1:
-        checks.append((c.num_return_sequences <= c.num_beams, f"num_return_sequences {c.num_return_sequences} > num_beams {c.num_beams}; beam search returns at most num_beams sequences: raise num_beams or lower num_return_sequences."))
+        checks.append((n <= c.num_beams, f"num_return_sequences {n} > num_beams {c.num_beams}; beam search returns "
+                                         "at most num_beams sequences: raise num_beams or lower num_return_sequences."))
     elif not c.do_sample:
-        checks.append((c.num_return_sequences == 1, f"greedy search returns one sequence per input, not num_return_sequences={c.num_return_sequences}; use num_beams >= {c.num_return_sequences} or do_sample=True."))
+        checks.append((n == 1, f"greedy search returns one sequence per input, not num_return_sequences={n}; "
+                               f"use num_beams >= {n} or do_sample=True."))
     if c.do_sample:
         checks += [
-            (c.temperature > 0, f"temperature must be > 0, got {c.temperature}; for greedy decoding set do_sample=False."),
+            (c.temperature > 0, f"temperature must be > 0, got {c.temperature}; for greedy set do_sample=False."),
             (c.top_k >= 0, f"top_k must be >= 0, got {c.top_k}; 0 disables it."),
             (0.0 <= c.top_p <= 1.0, f"top_p must be in [0, 1], got {c.top_p}; 1.0 disables it."),
         ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    return checks
 
 
 def generate(
@@ -193,24 +214,42 @@ def generate(
 ) -> Tensor:
     """Token ids (B * num_return_sequences, L) starting with the decoder start token, padded after
     EOS as transformers pads them. Runs in eval mode without gradients: never with dropout."""
-    from encdec.beam_search import beam_search
-    from encdec.search import Decoding, greedy_search
-
-    base = generation_config or getattr(model, "generation_config", None) or GenerationConfig.from_model_config(model.config)
-    plan = resolve(base, kwargs, decoder_positions(model.config.decoder))
+    plan = resolve(_base_config(model, generation_config), kwargs, decoder_positions(model.config.decoder))
     if attention_mask is None:
         attention_mask = default_attention_mask(input_ids, plan)
+    elif bool(attention_mask.all()):
+        attention_mask = None  # nothing to mask: SDPA runs a little faster without one
+    beam = plan.num_beams > 1
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             memory = model.memory(model.encode(input_ids, attention_mask))
-            decoding = Decoding(model.decoder, memory, attention_mask, plan)
-            if plan.num_beams > 1:
-                return beam_search(decoding, plan, generator)
-            return greedy_search(decoding, plan, generator)
+            rows_per_source = plan.num_beams if beam else plan.num_return_sequences
+            decoding = Decoding(model.decoder, memory, attention_mask, rows_per_source, plan.max_length - 1)
+            return (beam_search if beam else greedy_search)(decoding, plan, generator)
     finally:
         model.train(was_training)
+
+
+def current_generation_config(model: Any) -> GenerationConfig:
+    """model.generation_config; while it is untouched since it was read from model.config, read
+    again, so that ids set on the config later (model.config.decoder_start_token_id = 101) count."""
+    stored = getattr(model, "generation_config", None)
+    if stored is None or stored == getattr(stored, "_origin", None):
+        return GenerationConfig.from_model_config(model.config)
+    return stored
+
+
+def _base_config(model: Any, passed: GenerationConfig | None) -> GenerationConfig:
+    """The model's generation config, with the fields a passed config sets on top (so a passed
+    config without ids still uses the model's ids, as in transformers)."""
+    stored = current_generation_config(model)
+    if passed is None:
+        return stored
+    merged = stored.update(**{k: v for k, v in passed.to_dict().items() if k in _field_names()})
+    merged.extra = {**stored.extra, **passed.extra}
+    return merged
 
 
 def decoder_positions(config: Any) -> int:

@@ -7,7 +7,9 @@ from torch import Tensor, nn
 
 from encdec.bert import self_attention_mask
 from encdec.config import BackboneConfig
+from encdec.dropout import Dropout
 from encdec.modules import Block, KVCache, init_weights, run_layers, scaled_init
+from encdec.packing import Packing
 
 
 class GPT2Decoder(nn.Module):
@@ -17,7 +19,7 @@ class GPT2Decoder(nn.Module):
         c = config.hidden_size
         self.wte = nn.Embedding(config.vocab_size, c)
         self.wpe = nn.Embedding(config.max_position_embeddings, c)
-        self.dropout = nn.Dropout(config.embd_dropout)
+        self.dropout = Dropout(config.embd_dropout)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         self.gradient_checkpointing = False
         self.final_norm = nn.LayerNorm(c, eps=config.layer_norm_eps)
@@ -32,11 +34,15 @@ class GPT2Decoder(nn.Module):
         memory_mask: Tensor | None = None,
         caches: list[KVCache] | None = None,
         pos: int = 0,
+        packing: Packing | None = None,
     ) -> Tensor:
-        """Final-normed hidden states (B, T, C); positions count from the cache position."""
+        """Final-normed hidden states (B, T, C), or (N, C) for the tokens kept by `packing`;
+        positions count from the cache position."""
         positions = torch.arange(pos, pos + input_ids.shape[1], device=input_ids.device)[None]
+        if packing is not None:
+            input_ids, positions = packing.pack(input_ids), packing.pack(positions.expand_as(input_ids))
         x = self.dropout(self.wte(input_ids) + self.wpe(positions))
-        mask, causal = self_attention_mask(self.config, attention_mask, x, pos)
+        mask, causal = self_attention_mask(self.config, attention_mask, x, pos, packing)
         x = run_layers(
             self.layers, x, mask, causal=causal, pos=pos,
             memory_kv=memory_kv, memory_mask=memory_mask, caches=caches,
@@ -49,6 +55,10 @@ class GPT2Decoder(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         return nn.functional.linear(hidden, self.wte.weight)
+
+    def projection(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(features, weight, bias) with logits = features @ weight^T + bias, for fused losses."""
+        return hidden, self.wte.weight, None
 
     def output_embeddings(self) -> Tensor:
         return self.wte.weight

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from encdec.bert import BertDecoder, BertStack
 from encdec.checkpoints import (
@@ -22,9 +21,12 @@ from encdec.checkpoints import (
     read_state_dict, to_hf, write_safetensors,
 )
 from encdec.config import BackboneConfig, EncoderDecoderConfig
+from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig, current_generation_config, generate
 from encdec.gpt2 import GPT2Decoder
 from encdec.hub import resolve_model_dir
+from encdec.loss import linear_cross_entropy
 from encdec.modules import init_weights, padding_mask
+from encdec.packing import PackedMask, Packing
 
 logger = logging.getLogger("encdec")
 
@@ -64,10 +66,11 @@ class EncoderDecoderModel(nn.Module):
         self.enc_to_dec_proj = None
         if config.encoder.hidden_size != config.decoder.hidden_size:
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
-        self.loss_chunk_size = 1024
+        self.loss_chunk_size: int | None = None  # rows per vocabulary chunk in the training loss; None: ~30 MB of logits
         self.init_weights()
         if config.tie_encoder_decoder:
             self.tie_encoder_decoder()
+        self.generation_config = GenerationConfig.from_model_config(config)
 
     def init_weights(self) -> None:
         init_weights(self.encoder, self.config.encoder.initializer_range)
@@ -121,14 +124,11 @@ class EncoderDecoderModel(nn.Module):
     ) -> Seq2SeqLMOutput:
         """Logits for every decoder position, and the mean cross-entropy over labels != -100.
 
-        With labels and `return_logits=False` (the training fast path) the vocabulary projection runs
-        only on labelled positions, in chunks, so the full logits tensor never exists."""
-        if encoder_outputs is None:
-            if input_ids is None:
-                raise ValueError("Pass input_ids (or precomputed encoder_outputs).")
-            encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids)
-        else:
-            encoder_hidden = _hidden_of(encoder_outputs)
+        With labels and `return_logits=False` (the training fast path) encoder and decoder run on
+        real tokens only and the vocabulary projection only on labelled positions, in chunks; the
+        loss and gradients are the same, `encoder_last_hidden_state` is zero at padded positions."""
+        if encoder_outputs is None and input_ids is None:
+            raise ValueError("Pass input_ids (or precomputed encoder_outputs).")
         if labels is not None:
             self._check_labels(labels)
             if decoder_input_ids is None:
@@ -137,36 +137,65 @@ class EncoderDecoderModel(nn.Module):
                     decoder_attention_mask = decoder_input_ids.ne(self.config.pad_token_id).long()
         if decoder_input_ids is None:
             raise ValueError("Pass labels or decoder_input_ids: the decoder needs inputs.")
+        if labels is not None and not return_logits:
+            return self._packed_loss(
+                input_ids, attention_mask, token_type_ids, encoder_outputs,
+                decoder_input_ids, decoder_attention_mask, labels,
+            )
+        encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids) if encoder_outputs is None \
+            else _hidden_of(encoder_outputs)
         memory = self.memory(encoder_hidden)
         hidden = self.decoder(
             decoder_input_ids, decoder_attention_mask,
             memory_kv=self.decoder.cross_kv(memory),
             memory_mask=padding_mask(attention_mask),
         )
-        if labels is not None and not return_logits:
-            return Seq2SeqLMOutput(loss=self.labelled_loss(hidden, labels), encoder_last_hidden_state=encoder_hidden)
         logits = self.decoder.logits(hidden)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
         return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_hidden)
 
-    def labelled_loss(self, hidden: Tensor, labels: Tensor) -> Tensor:
-        """Mean cross-entropy over labels != -100, projecting only those positions,
-        `loss_chunk_size` rows at a time; each chunk's logits are recomputed in backward, not kept."""
-        chunk = self.loss_chunk_size
-        keep = labels != -100
-        rows, targets = hidden[keep], labels[keep]  # (N, C), (N,)
-        total = hidden.new_zeros((), dtype=torch.float32)
-        for start in range(0, rows.shape[0], chunk):
-            total = total + checkpoint(
-                self._summed_cross_entropy, rows[start:start + chunk], targets[start:start + chunk],
-                use_reentrant=False,
-            )
-        return total / keep.sum().clamp(min=1)
+    def _packed_loss(
+        self,
+        input_ids: Tensor | None,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor | None,
+        encoder_outputs: Any,
+        decoder_input_ids: Tensor,
+        decoder_attention_mask: Tensor | None,
+        labels: Tensor,
+    ) -> Seq2SeqLMOutput:
+        """The training fast path on packed tokens (see encdec.packing): the encoder computes only
+        unpadded sources; the decoder only positions that carry a label or serve as a key."""
+        encoder_hidden = None if encoder_outputs is None else _hidden_of(encoder_outputs)
+        grid = input_ids if input_ids is not None else encoder_hidden[..., 0]
+        source = Packing.from_mask(attention_mask if attention_mask is not None else torch.ones_like(grid, dtype=torch.bool))
+        if encoder_hidden is None:
+            packed_source = self.encoder(input_ids, attention_mask, token_type_ids, packing=source)  # (N_src, C)
+        else:
+            packed_source = source.pack(encoder_hidden)
+        keys = decoder_attention_mask.bool() if decoder_attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
+        target = Packing.from_mask(keys | labels.ne(-100))
+        hidden = self.decoder(
+            decoder_input_ids, decoder_attention_mask,
+            memory_kv=self.decoder.cross_kv(self.memory(packed_source)),
+            memory_mask=PackedMask(target.lengths, source.lengths),
+            packing=target,
+        )  # (N_tgt, C)
+        loss = self.labelled_loss(hidden, target.pack(labels))
+        if encoder_hidden is None:
+            encoder_hidden = source.unpack(packed_source)
+        return Seq2SeqLMOutput(loss=loss, encoder_last_hidden_state=encoder_hidden)
 
-    def _summed_cross_entropy(self, rows: Tensor, targets: Tensor) -> Tensor:
-        return F.cross_entropy(self.decoder.logits(rows).float(), targets, reduction="sum")
+    def labelled_loss(self, hidden: Tensor, labels: Tensor) -> Tensor:
+        """Mean cross-entropy over labels != -100, projecting only those positions, a chunk of rows
+        at a time, with the logits' gradients taken as each chunk is made (encdec.loss), so no
+        logits are kept for backward."""
+        keep = labels != -100
+        features, weight, bias = self.decoder.projection(hidden[keep])  # (N, C)
+        count = int(keep.sum())
+        return linear_cross_entropy(features, weight, bias, labels[keep], self.loss_chunk_size, 1.0 / max(count, 1))
 
     def _check_labels(self, labels: Tensor) -> None:
         missing = [k for k in ("decoder_start_token_id", "pad_token_id") if getattr(self.config, k) is None]
@@ -197,6 +226,17 @@ class EncoderDecoderModel(nn.Module):
                     "with the checkpoint (or give the encoder and decoder their own tokenizers)."
                 )
 
+    def generate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """Greedy search, sampling or beam search (see encdec.generation); token ids that start
+        with decoder_start_token_id. kwargs are GenerationConfig fields, or `generator`."""
+        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+
     # ------------------------------------------------------------------ Hugging Face checkpoints
 
     def hf_rules(self) -> list[Rule]:
@@ -219,6 +259,8 @@ class EncoderDecoderModel(nn.Module):
         _report(missing, unused, str(folder))
         if model.config.tie_encoder_decoder:
             model.tie_encoder_decoder()
+        if (folder / GENERATION_CONFIG_NAME).is_file():
+            model.generation_config = GenerationConfig.load(folder)
         return model.eval()  # as transformers: loaded models start in eval mode (no dropout)
 
     @classmethod
@@ -259,6 +301,7 @@ class EncoderDecoderModel(nn.Module):
         hf = to_hf(self.state_dict(), self.hf_rules())
         write_safetensors(hf, folder / "model.safetensors")
         self.config.save_pretrained(folder)
+        current_generation_config(self).save(folder)
 
 
 def _hidden_of(encoder_outputs: Any) -> Tensor:

@@ -13,7 +13,10 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from encdec.attention import attention
 from encdec.config import BackboneConfig
+from encdec.dropout import Dropout
+from encdec.packing import PackedMask, packed_attention
 
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -75,8 +78,11 @@ class Attention(nn.Module):
         self.dropout = config.attention_probs_dropout_prob
 
     def _heads(self, x: Tensor) -> Tensor:
+        """(B, T, C) -> (B, H, T, D); packed (N, C) -> (N, H, D)."""
+        if x.dim() == 2:
+            return x.view(x.shape[0], self.heads, -1)
         b, t, c = x.shape
-        return x.view(b, t, self.heads, c // self.heads).transpose(1, 2)  # (B, H, T, D)
+        return x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
 
     def project_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values of the encoder output: computed once per source."""
@@ -93,7 +99,11 @@ class Attention(nn.Module):
         pos: int = 0,
         causal: bool = False,
     ) -> Tensor:
-        """x (B, T, C); mask broadcastable to (B, H, T, S), True = attend."""
+        """x (B, T, C); mask broadcastable to (B, H, T, S), True = attend. Packed tokens: x (N, C)
+        with a `PackedMask`."""
+        dropout = self.dropout if self.training else 0.0
+        if isinstance(mask, PackedMask):
+            return self._packed(x, mask, memory_kv, dropout)
         if self.cross:
             q = self._heads(self.q(x))
             k, v = memory_kv
@@ -101,9 +111,17 @@ class Attention(nn.Module):
             q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
             if cache is not None:
                 k, v = cache.update(pos, k, v)
-        y = _attend(q, k, v, mask, self.dropout if self.training else 0.0, causal and mask is None)
+        y = _attend(q, k, v, mask, dropout, causal and mask is None)
         b, h, t, d = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * d))
+
+    def _packed(self, x: Tensor, mask: PackedMask, memory_kv: tuple[Tensor, Tensor] | None, dropout: float) -> Tensor:
+        """Attention over packed tokens x (N, C); cross K/V come packed too, (N_src, H, D)."""
+        if self.cross:
+            q, (k, v) = self._heads(self.q(x)), memory_kv
+        else:
+            q, k, v = self.qkv(x).view(x.shape[0], 3, self.heads, -1).unbind(1)  # each (N, H, D)
+        return self.out(packed_attention(q, k, v, mask, dropout).flatten(1))
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, is_causal: bool) -> Tensor:
@@ -111,7 +129,7 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float
     so keys and values are never copied per beam."""
     group = q.shape[0] // k.shape[0]
     if group == 1:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        return attention(q, k, v, mask, dropout, is_causal)
     b, h, t, d = q.shape
     q = q.view(k.shape[0], group, h, t, d).transpose(1, 2).reshape(k.shape[0], h, group * t, d)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
@@ -144,7 +162,7 @@ class Block(nn.Module):
             self.cross_attn_norm = nn.LayerNorm(c, eps=eps)
         self.mlp = MLP(config)
         self.mlp_norm = nn.LayerNorm(c, eps=eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def _sublayer(self, x: Tensor, norm: nn.LayerNorm, fn) -> Tensor:
         if self.pre_norm:

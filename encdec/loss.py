@@ -1,0 +1,77 @@
+"""Cross-entropy through the vocabulary projection without keeping logits.
+
+The logits of a chunk of rows (rows x vocabulary, 125 MB for 1024 BERT rows) are the largest
+tensor of a training step. `linear_cross_entropy` computes each chunk's logits, its loss and, when
+a gradient will be needed, the gradients of the rows, weight and bias right away, so the logits
+are freed chunk by chunk; backward only scales the stored gradients. That is one vocabulary
+matmul fewer than recomputing the logits in backward (activation checkpointing).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+CHUNK_BYTES = 30 << 20  # a chunk's fp32 logits stay under glibc's 32 MB mmap limit, so the
+# allocator reuses their memory instead of mapping (and page-faulting) fresh pages for each chunk
+
+
+def linear_cross_entropy(
+    rows: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int | None = None,
+    scale: float = 1.0,
+) -> Tensor:
+    """scale * sum_i cross_entropy(rows_i @ weight^T + bias, targets_i); rows (N, C), weight (V, C).
+    `chunk_size` rows at a time (default: as many as fit CHUNK_BYTES of logits)."""
+    if chunk_size is None:
+        chunk_size = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (rows, weight, bias))
+    if not needs_grad:
+        total = sum(_chunk_loss(rows[i:i + chunk_size], weight, bias, targets[i:i + chunk_size])
+                    for i in range(0, rows.shape[0], chunk_size))
+        return rows.new_zeros((), dtype=torch.float32) + total * scale
+    return LinearCrossEntropy.apply(rows, weight, bias, targets, chunk_size, scale)
+
+
+def _chunk_loss(rows: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
+    return F.cross_entropy(F.linear(rows, weight, bias).float(), targets, reduction="sum")
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Loss and gradients computed together in forward, one chunk of rows at a time."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias, targets, chunk_size, scale):  # noqa: D102 - see the class docstring
+        grad_rows = torch.empty_like(rows)
+        grad_weight = grad_bias = None
+        total = torch.zeros((), dtype=torch.float32, device=rows.device)
+        for start in range(0, rows.shape[0], chunk_size):
+            h, t = rows[start:start + chunk_size], targets[start:start + chunk_size]
+            logits = F.linear(h, weight, bias).float()  # (c, V)
+            log_probs = torch.log_softmax(logits, dim=-1, out=logits)
+            total += log_probs.gather(1, t[:, None]).sum().neg()
+            grad = log_probs.exp_()  # d(loss)/d(logits) = softmax - one_hot(target), in place
+            grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0
+            grad = grad.to(weight.dtype)
+            torch.matmul(grad, weight, out=grad_rows[start:start + chunk_size])
+            h = h * scale  # the loss scale, applied to the small operand
+            if grad_weight is None:
+                grad_weight = grad.t() @ h  # (V, C)
+            else:
+                grad_weight.addmm_(grad.t(), h)
+            if bias is not None:
+                grad_bias = grad.sum(0) if grad_bias is None else grad_bias.add_(grad.sum(0))
+        if grad_weight is None:  # no rows
+            grad_weight = torch.zeros_like(weight)
+        if bias is not None:
+            grad_bias = torch.zeros_like(bias) if grad_bias is None else grad_bias.mul_(scale)
+        ctx.save_for_backward(grad_rows.mul_(scale), grad_weight, grad_bias)
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_loss):  # noqa: D102
+        grads = ctx.saved_tensors
+        if not bool(grad_loss == 1.0):
+            grads = tuple(None if g is None else g * grad_loss.to(g.dtype) for g in grads)
+        return (*grads, None, None, None)

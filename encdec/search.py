@@ -1,0 +1,113 @@
+"""The cached decoder state every search uses, and greedy search / sampling on top of it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from encdec.logits_processors import apply, build_processors
+from encdec.modules import KVCache, padding_mask
+
+
+class Decoding:
+    """The decoder while generating. Cross-attention keys and values are computed once per source
+    and shared by all rows of that source (rows are source-major: source 0's rows, then source
+    1's, ...); each layer's self-attention cache is allocated once, for the longest sequence."""
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        memory: Tensor,
+        memory_attention_mask: Tensor | None,
+        rows_per_source: int,
+        length: int,
+    ) -> None:
+        self.decoder = decoder
+        self.memory_kv = _contiguous(decoder.cross_kv(memory))  # per layer (k, v), each (B, H, S, D)
+        self.memory_mask = padding_mask(memory_attention_mask)  # (B, 1, 1, S) or None
+        self.sources = memory.shape[0]
+        config = decoder.config
+        heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+        self.caches = [
+            KVCache(self.sources * rows_per_source, heads, length, head_dim, dtype=memory.dtype, device=memory.device)
+            for _ in range(config.num_hidden_layers)
+        ]
+        self.pos = 0
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """Feed tokens (N, T); float32 next-token logits (N, V) of the last position only."""
+        hidden = self.decoder(
+            tokens, None, memory_kv=self.memory_kv, memory_mask=self.memory_mask, caches=self.caches, pos=self.pos
+        )
+        self.pos += tokens.shape[1]
+        return self.decoder.logits(hidden[:, -1]).float()
+
+    def reorder(self, index: Tensor) -> None:
+        """Row i takes the cache of row index[i] (beam moves); in place, filled positions only."""
+        for cache in self.caches:
+            for buffer in (cache.k, cache.v):
+                filled = buffer[:, :, : self.pos]
+                filled.copy_(filled.index_select(0, index))
+
+    def keep(self, rows: Tensor, sources: Tensor | None = None) -> None:
+        """Drop finished rows (and the sources none of the remaining rows read) from the batch."""
+        for cache in self.caches:
+            cache.select(rows)
+        if sources is not None:
+            self.memory_kv = [(k.index_select(0, sources), v.index_select(0, sources)) for k, v in self.memory_kv]
+            if self.memory_mask is not None:
+                self.memory_mask = self.memory_mask.index_select(0, sources)
+            self.sources = sources.numel()
+
+    def repeat_sources(self, times: int) -> None:
+        """One copy of each source's cross K/V per row, so rows can finish independently."""
+        self.memory_kv = [(k.repeat_interleave(times, 0), v.repeat_interleave(times, 0)) for k, v in self.memory_kv]
+        if self.memory_mask is not None:
+            self.memory_mask = self.memory_mask.repeat_interleave(times, 0)
+        self.sources *= times
+
+
+def _contiguous(memory_kv: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    """Every step reads the cross K/V whole, and SDPA reads the strided views the fused projection
+    gives markedly slower; copy them once, a layer at a time so each view's storage goes at once."""
+    for i, (k, v) in enumerate(memory_kv):
+        memory_kv[i] = (k.contiguous(), v.contiguous())
+    return memory_kv
+
+
+def greedy_search(decoding: Decoding, plan, generator: torch.Generator | None = None) -> Tensor:
+    """Greedy search, or sampling with do_sample=True: (B * num_return_sequences, L) ids. A row
+    that emits EOS leaves the batch; its remaining positions hold the pad id."""
+    if plan.num_return_sequences > 1:
+        decoding.repeat_sources(plan.num_return_sequences)
+    device = decoding.caches[0].k.device
+    rows = decoding.sources
+    out = torch.full((rows, plan.max_length), _pad(plan), dtype=torch.long, device=device)
+    out[:, 0] = plan.start_id
+    alive = torch.arange(rows, device=device)  # rows of `out` still generating
+    eos = torch.tensor(plan.eos_ids, dtype=torch.long, device=device)
+    processors = build_processors(plan, device)
+    tokens, length = out[:, :1], 1
+    while length < plan.max_length:
+        scores = apply(processors, out[alive, :length], decoding.step(tokens))
+        chosen = _sample(scores, generator) if plan.do_sample else scores.argmax(dim=-1)
+        out[alive, length] = chosen
+        length += 1
+        if eos.numel():
+            left = torch.isin(chosen, eos).logical_not_().nonzero().squeeze(1)
+            if left.numel() == 0:
+                break
+            if left.numel() < alive.numel():
+                alive, chosen = alive[left], chosen[left]
+                decoding.keep(left, left)
+        tokens = chosen[:, None]
+    return out[:, :length]
+
+
+def _sample(scores: Tensor, generator: torch.Generator | None) -> Tensor:
+    probs = torch.softmax(scores, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def _pad(plan) -> int:
+    return plan.pad_id if plan.pad_id is not None else 0

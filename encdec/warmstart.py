@@ -1,0 +1,114 @@
+"""Build the model and its tokenizers from a Hydra `model` config, with every special id set.
+
+The classic silent failures of encoder-decoder fine-tuning start here: a decoder start token that
+is unset or disagrees with the tokenizer, or a decoder without a pad token (GPT-2). So the ids are
+read from the decoder's tokenizer by role ("cls", "sep", "bos", ...) named in the config, and a
+missing role fails before any weights are loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from encdec.config import BackboneConfig, EncoderDecoderConfig
+from encdec.model import EncoderDecoderModel
+from encdec.tokenizer import Tokenizer, load_tokenizer
+
+logger = logging.getLogger("encdec")
+
+
+@dataclass
+class Seq2SeqParts:
+    """A model and the tokenizers that feed it: `tokenizer` for sources, `decoder_tokenizer` for
+    targets and decoding (the same object when both sides share a vocabulary)."""
+
+    model: EncoderDecoderModel
+    tokenizer: Tokenizer
+    decoder_tokenizer: Tokenizer
+
+    @property
+    def shared_tokenizer(self) -> bool:
+        return self.tokenizer is self.decoder_tokenizer
+
+
+def _load_tokenizers(encoder: Mapping, decoder: Mapping) -> tuple[Tokenizer, Tokenizer]:
+    """Load each side's tokenizer once; the same name on both sides gives one shared object."""
+    enc_name, dec_name = str(encoder["tokenizer"]), str(decoder["tokenizer"])
+    enc_tok = load_tokenizer(enc_name)
+    return enc_tok, enc_tok if dec_name == enc_name else load_tokenizer(dec_name)
+
+
+def _role_id(tokenizer: Tokenizer, role: str, what: str) -> int:
+    """The id of the tokenizer's `role` token ("cls", "sep", "bos", "eos", "pad")."""
+    value = getattr(tokenizer, f"{role}_token_id", None)
+    if value is None:
+        named = {r: t for r, t in tokenizer.special_tokens().items() if t is not None}
+        raise ValueError(
+            f"The decoder tokenizer has no {role!r} token for {what}; its special tokens are {named}. "
+            f"Set model.decoder.{what}=<one of {sorted(named)}> in the model config."
+        )
+    return int(value)
+
+
+def special_ids(decoder: Mapping, tokenizer: Tokenizer) -> dict[str, int]:
+    """decoder_start_token_id, eos_token_id and pad_token_id from the roles the config names."""
+    return {
+        "decoder_start_token_id": _role_id(tokenizer, decoder["start_token"], "start_token"),
+        "eos_token_id": _role_id(tokenizer, decoder["eos_token"], "eos_token"),
+        "pad_token_id": _role_id(tokenizer, decoder["pad_token"], "pad_token"),
+    }
+
+
+def _side_kwargs(side: str, overrides: Mapping | None) -> dict[str, Any]:
+    return {f"{side}_{k}": v for k, v in (overrides or {}).items()}
+
+
+def _random_backbone(spec: Mapping, tokenizer: Tokenizer) -> BackboneConfig:
+    """A config for a randomly initialised side; the vocabulary defaults to the tokenizer's."""
+    fields = dict(spec.get("config") or {})
+    if "model_type" not in fields:
+        raise ValueError("A side without `pretrained` needs `config.model_type` (bert, roberta or gpt2).")
+    fields.setdefault("vocab_size", tokenizer.vocab_size)
+    return BackboneConfig.from_dict(fields)
+
+
+def _build_model(encoder: Mapping, decoder: Mapping, tokenizers: tuple, top: dict) -> EncoderDecoderModel:
+    """Warm start when both sides name a checkpoint, random init when neither does."""
+    enc_ckpt, dec_ckpt = encoder.get("pretrained"), decoder.get("pretrained")
+    if enc_ckpt and dec_ckpt:
+        return EncoderDecoderModel.from_encoder_decoder_pretrained(
+            str(enc_ckpt), str(dec_ckpt), **_side_kwargs("encoder", encoder.get("config")),
+            **_side_kwargs("decoder", decoder.get("config")), **top,
+        )
+    if enc_ckpt or dec_ckpt:
+        raise ValueError(
+            "Warm-starting one side and initialising the other randomly is not supported: set "
+            "`pretrained` on both model.encoder and model.decoder, or on neither (random init from `config`)."
+        )
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(
+        _random_backbone(encoder, tokenizers[0]), _random_backbone(decoder, tokenizers[1]), **top
+    )
+    return EncoderDecoderModel(config)
+
+
+def _check_vocab(model: EncoderDecoderModel, tokenizer: Tokenizer, side: str) -> None:
+    """A tokenizer with more ids than embedding rows would index out of range mid-training."""
+    rows = getattr(model.config, side).vocab_size
+    if tokenizer.vocab_size > rows:
+        raise ValueError(
+            f"The {side} tokenizer has {tokenizer.vocab_size} ids but the {side} embeds only {rows}: "
+            f"use the tokenizer that belongs to the {side} checkpoint (model.{side}.tokenizer)."
+        )
+
+
+def build_seq2seq(encoder: Mapping, decoder: Mapping, tie_encoder_decoder: bool = False) -> Seq2SeqParts:
+    """Hydra target of the `model` group: tokenizers, then the model with its special ids set."""
+    tokenizers = _load_tokenizers(encoder, decoder)
+    ids = special_ids(decoder, tokenizers[1])
+    model = _build_model(encoder, decoder, tokenizers, {"tie_encoder_decoder": bool(tie_encoder_decoder), **ids})
+    _check_vocab(model, tokenizers[0], "encoder")
+    _check_vocab(model, tokenizers[1], "decoder")
+    logger.info("Special ids from the decoder tokenizer: %s", ids)
+    return Seq2SeqParts(model, *tokenizers)

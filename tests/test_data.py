@@ -1,0 +1,187 @@
+"""Seq2SeqDataModule and batching: tokenisation, padding, length grouping, exact stream resume,
+rank sharding, and the errors bad input gets."""
+
+from __future__ import annotations
+
+import json
+import random
+from itertools import islice
+
+import pytest
+import torch
+
+from encdec import data as data_mod
+from encdec.batching import LABEL_PAD, Columns, PairEncoder, ResumableBatches, collate, length_grouped
+from encdec.data import HubSource, LocalSource, SampleSource, Seq2SeqDataModule
+from encdec.tokenizer import load_tokenizer
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(MINILM)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return SampleSource(str(tmp_path_factory.mktemp("sample")), n_train=120, n_validation=12, n_test=0)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def datamodule(source, tokenizer, **kw) -> Seq2SeqDataModule:
+    settings = dict(max_source_length=64, max_target_length=16, batch_size=4, buffer_size=16, val_examples=6)
+    return Seq2SeqDataModule(source, tokenizer, **{**settings, **kw})
+
+
+def test_labels_are_summary_tokens_plus_eos_without_start_token(tokenizer):
+    enc = PairEncoder(tokenizer, tokenizer, max_source_length=8, max_target_length=5, eos_token_id=102)
+    sources, labels = enc.encode(["a long article " * 10], ["one two three four five six"])
+    assert len(sources[0]) == 8 and sources[0][0] == tokenizer.cls_token_id and sources[0][-1] == 102
+    assert len(labels[0]) == 5 and labels[0][-1] == 102 and tokenizer.cls_token_id not in labels[0]
+
+
+def test_collate_pads_labels_with_minus_100_and_masks_decoder_inputs():
+    batch = collate([[101, 5, 102], [101, 102]], [[7, 8, 102], [102]], pad_token_id=0)
+    assert batch["input_ids"].tolist() == [[101, 5, 102], [101, 102, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [[7, 8, 102], [102, LABEL_PAD, LABEL_PAD]]
+    # decoder inputs are [start, labels[:-1]]: real while the label before is real
+    assert batch["decoder_attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_length_grouping_cuts_padding_and_is_seeded():
+    rng = random.Random(0)
+    lengths = [rng.randint(10, 200) for _ in range(256)]
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    grouped = length_grouped(lengths, 8, random.Random(1))
+    unsorted = [list(range(i, i + 8)) for i in range(0, 256, 8)]
+    assert padding(grouped) < padding(unsorted) / 5
+    assert grouped == length_grouped(lengths, 8, random.Random(1))
+    assert sorted(i for b in grouped for i in b) == list(range(256))
+
+
+def _stream(sample, tokenizer, resume=None, batch_size=4):
+    enc = PairEncoder(tokenizer, tokenizer, 64, 16, tokenizer.sep_token_id)
+    open_stream = lambda: sample.open("train")  # noqa: E731
+    return ResumableBatches(open_stream, enc, Columns(), batch_size, buffer_size=16, seed=3, resume=resume)
+
+
+def test_stream_resumes_with_the_next_unseen_batch_across_buffers_and_epochs(sample, tokenizer):
+    full = list(islice(iter(_stream(sample, tokenizer)), 75))  # 120 records = 30 batches an epoch
+    ids = [tuple(b["ids"]) for b in full]
+    epoch = sorted(f"train-{i:06d}" for i in range(120))
+    assert sorted(i for b in ids[:30] for i in b) == sorted(i for b in ids[30:60] for i in b) == epoch
+    assert ids[:30] != ids[30:60]  # each epoch groups and orders differently
+    for cut in (0, 3, 4, 29, 41):
+        resumed = _stream(sample, tokenizer, resume={0: full[cut]["position"]})
+        after = [tuple(b["ids"]) for b in islice(iter(resumed), 6)]
+        assert after == ids[cut + 1 : cut + 7], cut
+        again = next(iter(_stream(sample, tokenizer, resume={0: full[cut]["position"]})))
+        assert torch.equal(again["labels"], full[cut + 1]["labels"])
+
+
+def test_ranks_get_disjoint_training_records_and_equal_validation(sample, tokenizer, monkeypatch):
+    seen, val = [], []
+    for rank in (0, 1):
+        monkeypatch.setattr(data_mod, "_distributed", lambda rank=rank: (rank, 2))
+        dm = datamodule(sample, tokenizer, val_examples=7)
+        dm.setup("fit")
+        batches = islice(iter(dm.train_dataloader()), 15)  # one epoch of this rank's 60 records
+        seen.append({i for b in batches for i in b["ids"]})
+        val.append([i for b in dm.val_dataloader() for i in b["ids"]])
+    assert seen[0].isdisjoint(seen[1]) and len(seen[0]) == len(seen[1]) == 60
+    assert len(val[0]) == len(val[1]) == 3 and set(val[0]).isdisjoint(val[1])
+
+
+def test_validation_batches_keep_references_and_ids(sample, tokenizer):
+    dm = datamodule(sample, tokenizer, eval_batch_size=4)
+    dm.setup("validate")
+    batches = list(dm.val_dataloader())
+    assert sum(len(b["ids"]) for b in batches) == 6
+    assert all(len(b["references"]) == len(b["ids"]) == b["input_ids"].shape[0] for b in batches)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_local_files_in_each_format(tmp_path, tokenizer, suffix):
+    import datasets
+
+    rows = [{"document": f"text number {i} is here.", "summary": f"summary {i}"} for i in range(10)]
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".jsonl":
+        write_jsonl(path, rows)
+    else:
+        getattr(datasets.Dataset.from_list(rows), "to_" + suffix[1:])(str(path))
+    source = LocalSource({"train": str(path), "validation": str(path)})
+    dm = datamodule(source, tokenizer, text_column="document", summary_column="summary", id_column=None)
+    dm.setup("fit")
+    assert sum(len(b["ids"]) for b in islice(iter(dm.train_dataloader()), 3)) == 10
+
+
+def test_missing_column_names_the_columns_present(tmp_path, tokenizer):
+    path = write_jsonl(tmp_path / "train.jsonl", [{"document": "x", "summary": "y", "id": "1"}])
+    dm = datamodule(LocalSource({"train": str(path), "validation": str(path)}), tokenizer)
+    with pytest.raises(ValueError, match=r"no column 'article', 'highlights'.*\['document', 'summary', 'id'\]"):
+        dm.setup("fit")
+
+
+def _with_empties(tmp_path):
+    rows = [{"id": str(i), "article": f"article {i}.", "highlights": f"summary {i}."} for i in range(12)]
+    rows[2]["article"], rows[5]["article"], rows[7]["highlights"] = None, "   ", ""
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    return LocalSource({"train": str(path), "validation": str(path)})
+
+
+def test_empty_records_are_skipped_and_counted(tmp_path, tokenizer):
+    dm = datamodule(_with_empties(tmp_path), tokenizer, buffer_size=64)
+    dm.setup("fit")
+    batches = list(islice(iter(dm.train_dataloader()), 3))  # 9 usable records: batches of 4, 4, 1
+    assert sorted(int(i) for b in batches for i in b["ids"]) == [0, 1, 3, 4, 6, 8, 9, 10, 11]
+    assert batches[-1]["position"]["skipped"] == 3
+
+
+def test_empty_records_raise_when_asked(tmp_path, tokenizer):
+    dm = datamodule(_with_empties(tmp_path), tokenizer, on_empty="error")
+    with pytest.raises(ValueError, match=r"Record '2' has an empty or missing article.*on_empty=skip"):
+        dm.setup("fit")
+
+
+def test_hub_dataset_offline_explains_the_alternatives(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match=r"(?s)offline mode.*data=local.*data=sample"):
+        HubSource("abisee/cnn_dailymail", "3.0.0").open("validation")
+
+
+def test_unknown_file_format_is_named(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("x")
+    with pytest.raises(ValueError, match=r"\.txt"):
+        LocalSource({"train": str(path)}).open("train")
+
+
+@pytest.mark.parametrize("trained", [3, 6])
+def test_resume_with_two_workers_keeps_the_round_robin_order(sample, tokenizer, trained):
+    def loader_ids(dm, n):
+        ids = []
+        for batch in islice(iter(dm.train_dataloader()), n):
+            ids.append(tuple(dm.on_before_batch_transfer(batch, 0)["ids"]))  # as Lightning calls it
+            if len(ids) == trained:
+                state.update(dm.state_dict())
+        return ids
+
+    state: dict = {}
+    straight = datamodule(sample, tokenizer, num_workers=2)
+    straight.setup("fit")
+    ids = loader_ids(straight, trained + 5)
+    resumed = datamodule(sample, tokenizer, num_workers=2)
+    resumed.load_state_dict(state)
+    resumed.setup("fit")
+    assert loader_ids(resumed, 5) == ids[trained:]

@@ -1,0 +1,47 @@
+"""Test-only Lightning callbacks, added to real train.py runs with Hydra overrides such as
+`+callbacks.probe._target_=tests.train_probes.RecordBatches`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def _append(trainer, name: str, record: dict) -> None:
+    path = Path(trainer.default_root_dir) / f"{name}_rank{trainer.global_rank}.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class RecordBatches(Callback):
+    """One line per training step: the step, the example ids of its batch and its loss."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        _append(trainer, "batches", {"step": trainer.global_step, "ids": batch["ids"], "loss": float(loss)})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        digest = hashlib.sha256()
+        for name, param in sorted(pl_module.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(param.detach().cpu().contiguous().numpy().tobytes())
+        _append(trainer, "params", {"step": trainer.global_step, "sha256": digest.hexdigest()})
+
+
+class KillAtStep(Callback):
+    """SIGKILL this process when training reaches `step` (no cleanup, like a crashed node)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
