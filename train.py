@@ -13,6 +13,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -111,6 +112,8 @@ def close_loggers(trainer: L.Trainer) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Run one training; returns the best value of cfg.monitor."""
     run_dir = Path(cfg.run_dir)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(cfg.seed, workers=True)
     parts, datamodule, module, trainer = build(cfg)
     if trainer.global_rank == 0:
