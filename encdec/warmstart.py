@@ -93,22 +93,11 @@ def _build_model(encoder: Mapping, decoder: Mapping, tokenizers: tuple, top: dic
     return EncoderDecoderModel(config)
 
 
-def _check_vocab(model: EncoderDecoderModel, tokenizer: Tokenizer, side: str) -> None:
-    """A tokenizer with more ids than embedding rows would index out of range mid-training."""
-    rows = getattr(model.config, side).vocab_size
-    if tokenizer.vocab_size > rows:
-        raise ValueError(
-            f"The {side} tokenizer has {tokenizer.vocab_size} ids but the {side} embeds only {rows}: "
-            f"use the tokenizer that belongs to the {side} checkpoint (model.{side}.tokenizer)."
-        )
-
-
 def build_seq2seq(encoder: Mapping, decoder: Mapping, tie_encoder_decoder: bool = False) -> Seq2SeqParts:
     """Hydra target of the `model` group: tokenizers, then the model with its special ids set."""
     tokenizers = _load_tokenizers(encoder, decoder)
     ids = special_ids(decoder, tokenizers[1])
     model = _build_model(encoder, decoder, tokenizers, {"tie_encoder_decoder": bool(tie_encoder_decoder), **ids})
-    _check_vocab(model, tokenizers[0], "encoder")
-    _check_vocab(model, tokenizers[1], "decoder")
+    model.check_tokenizers(*tokenizers)
     logger.info("Special ids from the decoder tokenizer: %s", ids)
     return Seq2SeqParts(model, *tokenizers)
