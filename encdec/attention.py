@@ -36,14 +36,11 @@ def causal_rows(q_len: int, k_len: int, device: torch.device) -> Tensor:
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
 
 
-_MASKED = -1e30  # additive score of a masked key: exp() underflows to 0, a fully masked row stays finite
-
-
 @dataclass
 class Segment:
     """One attention problem inside the tensors given to `DropoutAttention`: q[q_index] is
     (H, T, D), k[k_index] and v[k_index] are (H, S, D). `bias` (H|1, T|1, S) is added to the
-    scores (_MASKED for masked keys); `dead` (H|1, T, 1) marks queries that see no key."""
+    scores (very negative for masked keys); `dead` (H|1, T, 1) marks queries that see no key."""
 
     q_index: tuple
     k_index: tuple
@@ -55,12 +52,17 @@ def mask_bias(mask: Tensor | None, dtype: torch.dtype) -> tuple[Tensor | None, T
     """Boolean mask (True = attend) -> (additive bias, rows that see no key, or None if there are none)."""
     if mask is None:
         return None, None
-    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, _MASKED)
+    # Half the lowest finite value: exp() of a masked score underflows to 0, yet a fully masked row
+    # stays finite (its zero output comes from `dead`), where -inf would give NaN.
+    masked = torch.finfo(dtype).min / 2
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, masked)
     dead = ~mask.any(-1, keepdim=True)
     return bias, dead if bool(dead.any()) else None
 
 
-def dropout_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, keep: Tensor | None = None) -> Tensor:
+def dropout_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, keep: Tensor | None = None
+) -> Tensor:
     """softmax(q k^T / sqrt(D), masked) with dropout, then @ v, for q (B, H, T, D). `keep`
     (B, H, T, S), True = kept, fixes the dropout mask (tests); by default one is drawn."""
     if mask is not None:
@@ -93,7 +95,8 @@ class DropoutAttention(torch.autograd.Function):
         out = torch.zeros_like(q)  # laid out like q's storage, so the caller's reshape is free
         work = _Workspace(q)
         for seg, seg_lanes in zip(segments, lanes.split(sizes)):
-            _forward_segment(q[seg.q_index], k[seg.k_index], v[seg.k_index], seg, seg_lanes, threshold, work, out[seg.q_index])
+            qkv = (q[seg.q_index], k[seg.k_index], v[seg.k_index])
+            _forward_segment(*qkv, seg, seg_lanes, threshold, work, out[seg.q_index])
         out.mul_(1.0 / (1.0 - p))
         ctx.save_for_backward(q, k, v, lanes, out)
         ctx.segments, ctx.sizes, ctx.p = segments, sizes, p
@@ -126,7 +129,9 @@ def _forward_segment(q, k, v, seg: Segment, lanes: Tensor, threshold: int, work:
         out.masked_fill_(seg.dead, 0.0)
 
 
-def _backward_segment(q, grad_out, row, grad_q, k, v, grad_k, grad_v, seg: Segment, lanes: Tensor, threshold: int, work: _Workspace) -> None:
+def _backward_segment(
+    q, grad_out, row, grad_q, k, v, grad_k, grad_v, seg: Segment, lanes: Tensor, threshold: int, work: _Workspace
+) -> None:
     """One segment's gradients (grad_q, grad_k still to be scaled by 1/sqrt(D)).
 
     With P the probabilities, K the keep mask and A = P * K the kept ones: dV = A^T dO',
@@ -148,9 +153,10 @@ _CHUNK_SCORES = 1 << 20  # scores per head group: ~4 MB of fp32, near the L2 siz
 
 
 def _head_groups(shape: torch.Size):
-    """Slices of heads with at most ~_CHUNK_SCORES scores each (at least one head)."""
+    """Equal slices of heads with at most ~_CHUNK_SCORES scores each (at least one head)."""
     h, t, s = shape
-    per = max(1, min(h, _CHUNK_SCORES // max(1, t * s)))
+    groups = min(h, -(-h * t * s // _CHUNK_SCORES))  # ceil
+    per = -(-h // max(1, groups))
     return [slice(start, min(h, start + per)) for start in range(0, h, per)]
 
 

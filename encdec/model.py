@@ -66,7 +66,7 @@ class EncoderDecoderModel(nn.Module):
         self.enc_to_dec_proj = None
         if config.encoder.hidden_size != config.decoder.hidden_size:
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
-        self.loss_chunk_size: int | None = None  # rows per vocabulary chunk in the training loss; None: ~30 MB of logits
+        self.loss_chunk_size: int | None = None  # rows per vocabulary chunk of the training loss (None: ~30 MB)
         self.init_weights()
         if config.tie_encoder_decoder:
             self.tie_encoder_decoder()
@@ -170,13 +170,13 @@ class EncoderDecoderModel(nn.Module):
         unpadded sources; the decoder only positions that carry a label or serve as a key."""
         encoder_hidden = None if encoder_outputs is None else _hidden_of(encoder_outputs)
         grid = input_ids if input_ids is not None else encoder_hidden[..., 0]
-        source = Packing.from_mask(attention_mask if attention_mask is not None else torch.ones_like(grid, dtype=torch.bool))
+        source = Packing.from_mask(torch.ones_like(grid, dtype=torch.bool) if attention_mask is None else attention_mask)
         if encoder_hidden is None:
             packed_source = self.encoder(input_ids, attention_mask, token_type_ids, packing=source)  # (N_src, C)
         else:
             packed_source = source.pack(encoder_hidden)
-        keys = decoder_attention_mask.bool() if decoder_attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
-        target = Packing.from_mask(keys | labels.ne(-100))
+        keys = torch.ones_like(labels, dtype=torch.bool) if decoder_attention_mask is None else decoder_attention_mask
+        target = Packing.from_mask(keys.bool() | labels.ne(-100))
         hidden = self.decoder(
             decoder_input_ids, decoder_attention_mask,
             memory_kv=self.decoder.cross_kv(self.memory(packed_source)),

@@ -65,9 +65,7 @@ class PackedMask:
 def packed_attention(q: Tensor, k: Tensor, v: Tensor, mask: PackedMask, dropout: float) -> Tensor:
     """q (N_q, H, D), k/v (N_k, H, D) -> (N_q, H, D), attention within each sequence."""
     if 0.0 < dropout < 1.0 and q.device.type == "cpu" and not torch.compiler.is_compiling():
-        segments = [_segment(q0, q1, k0, k1, mask, q) for q0, q1, k0, k1 in _spans(mask) if q1 > q0 and k1 > k0]
-        heads_first = [t.transpose(0, 1) for t in (q, k, v)]  # (H, N, D) views
-        return DropoutAttention.apply(*heads_first, segments, dropout, None).transpose(0, 1)
+        return _dropout_attention(q, k, v, mask, dropout)
     outputs = []
     for q0, q1, k0, k1 in _spans(mask):
         if q1 == q0:
@@ -76,9 +74,17 @@ def packed_attention(q: Tensor, k: Tensor, v: Tensor, mask: PackedMask, dropout:
             outputs.append(q.new_zeros(q1 - q0, *q.shape[1:]))
             continue
         seq_mask, causal = _sequence_mask(q0, q1, k0, k1, mask)
-        y = attention(*(t.transpose(0, 1)[None] for t in (q[q0:q1], k[k0:k1], v[k0:k1])), seq_mask, dropout, causal)
-        outputs.append(y[0].transpose(0, 1))  # (T_b, H, D)
+        qkv = (t.transpose(0, 1)[None] for t in (q[q0:q1], k[k0:k1], v[k0:k1]))  # (1, H, T_b, D)
+        outputs.append(attention(*qkv, seq_mask, dropout, causal)[0].transpose(0, 1))
     return torch.cat(outputs) if outputs else q.new_zeros(q.shape)
+
+
+def _dropout_attention(q: Tensor, k: Tensor, v: Tensor, mask: PackedMask, p: float) -> Tensor:
+    """All sequences in one `DropoutAttention` call (one autograd node, no split and cat)."""
+    spans = [span for span in _spans(mask) if span[1] > span[0] and span[3] > span[2]]
+    segments = [_segment(*span, mask, q) for span in spans]
+    heads_first = [t.transpose(0, 1) for t in (q, k, v)]  # (H, N, D) views
+    return DropoutAttention.apply(*heads_first, segments, p, None).transpose(0, 1)
 
 
 def _spans(mask: PackedMask):

@@ -72,7 +72,8 @@ def test_packed_fast_path_on_ragged_batch(name):
     plain = model(**batch)
     fast = model(**batch, return_logits=False)
     real = batch["attention_mask"].bool()
-    torch.testing.assert_close(fast.encoder_last_hidden_state[real], plain.encoder_last_hidden_state[real], atol=1e-5, rtol=0)
+    fast_hidden, plain_hidden = fast.encoder_last_hidden_state[real], plain.encoder_last_hidden_state[real]
+    torch.testing.assert_close(fast_hidden, plain_hidden, atol=1e-5, rtol=0)
     plain_loss, plain_grads = _loss_and_grads(model, batch)
     fast_loss, fast_grads = _loss_and_grads(model, batch, return_logits=False)
     torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=0)
