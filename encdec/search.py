@@ -33,6 +33,7 @@ class Decoding:
             for _ in range(config.num_hidden_layers)
         ]
         self.pos = 0
+        self.scratch: Tensor | None = None  # reorder's buffer
 
     def step(self, tokens: Tensor) -> Tensor:
         """Feed tokens (N, T); float32 next-token logits (N, V) of the last position only."""
@@ -43,11 +44,18 @@ class Decoding:
         return self.decoder.logits(hidden[:, -1]).float()
 
     def reorder(self, index: Tensor) -> None:
-        """Row i takes the cache of row index[i] (beam moves); in place, filled positions only."""
+        """Row i takes the cache of row index[i] (beam moves); in place, filled positions only,
+        through one scratch buffer: a fresh temporary per step, growing with the sequence, would be
+        a fresh mmap each time (page faults cost as much as the copy)."""
+        first = self.caches[0].k
+        if self.scratch is None or self.scratch.numel() < first.numel():
+            self.scratch = torch.empty(first.numel(), dtype=first.dtype, device=first.device)
         for cache in self.caches:
             for buffer in (cache.k, cache.v):
                 filled = buffer[:, :, : self.pos]
-                filled.copy_(filled.index_select(0, index))
+                moved = self.scratch[: filled.numel()].view(filled.shape)
+                torch.index_select(filled, 0, index, out=moved)
+                filled.copy_(moved)
 
     def keep(self, rows: Tensor, sources: Tensor | None = None) -> None:
         """Drop finished rows (and the sources none of the remaining rows read) from the batch."""

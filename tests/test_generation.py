@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from encdec import EncoderDecoderModel, GenerationConfig
-from tiny_models import PAIRS, padded_batch, reference_model
+from tiny_models import padded_batch, reference_model
 
 transformers = pytest.importorskip("transformers")
 
