@@ -50,11 +50,6 @@ class KVCache:
         self.v[:, :, pos:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
 
-    def reorder(self, index: Tensor) -> None:
-        """Keep rows `index` (beam moves); done in place so the buffers are never re-allocated."""
-        self.k.copy_(self.k.index_select(0, index))
-        self.v.copy_(self.v.index_select(0, index))
-
     def select(self, index: Tensor) -> None:
         """Shrink the batch to rows `index` (finished rows dropped)."""
         self.k = self.k.index_select(0, index)
