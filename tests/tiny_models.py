@@ -65,3 +65,17 @@ def padded_batch(name: str, batch: int = 3, src_len: int = 11, tgt_len: int = 7,
     labels[1, tgt_len - 2:] = -100
     labels[2, 2:] = -100
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def train_losses(model, batch: dict, steps: int, lr: float, **forward_kwargs) -> list[float]:
+    """Losses of `steps` AdamW steps on one batch, in train mode (for "does it learn" tests)."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch, **forward_kwargs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
