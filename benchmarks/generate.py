@@ -155,38 +155,37 @@ def memory(run: dict) -> str:
     return f"{run['peak_rss_mib']:.0f} ({run['growth_mib']:.0f})"
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def pairs(results: dict[tuple[str, str], dict]) -> list[tuple[str, dict, dict]]:
+    """(mode, encdec's run, transformers' run) for each mode."""
+    return [(mode, results["encdec", mode], results["transformers", mode]) for mode in sorted({m for _, m in results})]
+
+
 def table(results: dict[tuple[str, str], dict]) -> str:
-    lines = [
-        "| mode | encdec tokens/s | transformers tokens/s | speed-up | encdec peak RSS (growth) MiB "
-        "| transformers peak RSS (growth) MiB | same ids |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for mode in sorted({m for _, m in results}):
-        ours, ref = results["encdec", mode], results["transformers", mode]
-        lines.append(
-            f"| {mode} | {ours['tokens_per_s']:.1f} | {ref['tokens_per_s']:.1f} | "
-            f"{ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x | {memory(ours)} | {memory(ref)} | "
-            f"{'yes' if ours['ids_sha'] == ref['ids_sha'] else 'NO'} |"
-        )
-    return "\n".join(lines)
+    header = ["mode", "encdec tokens/s", "transformers tokens/s", "speed-up", "encdec peak RSS (growth) MiB",
+              "transformers peak RSS (growth) MiB", "same ids"]
+    rows = [[mode, f"{ours['tokens_per_s']:.1f}", f"{ref['tokens_per_s']:.1f}",
+             f"{ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x", memory(ours), memory(ref),
+             "yes" if ours["ids_sha"] == ref["ids_sha"] else "NO"] for mode, ours, ref in pairs(results)]
+    return markdown(header, rows)
 
 
 def floor_table(results: dict[tuple[str, str], dict]) -> str:
     """Whether 3x transformers is within reach: the time it allows against the part of encdec's
     time that no decoding strategy removes (encoder + the decoder's weight matmuls)."""
-    lines = [
-        "| mode | transformers s | 3x target s | encdec s | encdec encoder s | decoder weight matmuls s "
-        "| floor (encoder + matmuls) s | best possible speed-up with these kernels |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for mode in sorted({m for _, m in results}):
-        ours, ref = results["encdec", mode], results["transformers", mode]
+    header = ["mode", "transformers s", "3x target s", "encdec s", "encdec encoder s", "decoder weight matmuls s",
+              "floor (encoder + matmuls) s", "best possible speed-up with these kernels"]
+    rows = []
+    for mode, ours, ref in pairs(results):
         floor = ours["encoder_s"] + ours["decoder_matmuls_s"]
-        lines.append(
-            f"| {mode} | {ref['seconds']:.2f} | {ref['seconds'] / 3:.2f} | {ours['seconds']:.2f} | "
-            f"{ours['encoder_s']:.2f} | {ours['decoder_matmuls_s']:.2f} | {floor:.2f} | {ref['seconds'] / floor:.2f}x |"
-        )
-    return "\n".join(lines)
+        rows.append([mode, f"{ref['seconds']:.2f}", f"{ref['seconds'] / 3:.2f}", f"{ours['seconds']:.2f}",
+                     f"{ours['encoder_s']:.2f}", f"{ours['decoder_matmuls_s']:.2f}", f"{floor:.2f}",
+                     f"{ref['seconds'] / floor:.2f}x"])
+    return markdown(header, rows)
 
 
 def main() -> None:
