@@ -107,7 +107,7 @@ def floor_parts(model, inputs: dict[str, torch.Tensor], rows: int) -> dict:
         start = time.perf_counter()
         for _ in range(NEW_TOKENS):
             for w in weights:
-                torch.nn.functional.linear(features[w.shape[1]], w)
+                nn.functional.linear(features[w.shape[1]], w)
         matmuls = time.perf_counter() - start
     return dict(encoder_s=encoder, decoder_matmuls_s=matmuls)
 

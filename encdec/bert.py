@@ -98,9 +98,9 @@ def self_attention_mask(
         return PackedMask.self_attention(packing, attention_mask, causal=config.is_decoder), False
     if not config.is_decoder:
         return padding_mask(attention_mask), False
-    if attention_mask is None and (pos == 0 or x.shape[1] == 1):
-        return None, pos == 0  # one new query sees every cached key: no mask to build
     t = x.shape[1]
+    if attention_mask is None and (pos == 0 or t == 1):
+        return None, pos == 0  # one new query sees every cached key: no mask to build
     return causal_mask(attention_mask, t, pos + t, x.device), False
 
 
