@@ -61,6 +61,10 @@ def weight_decay_groups(
     return out
 
 
+def _params_with_grad(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
 def check_labels(labels: Tensor, pad_token_id: int | None) -> None:
     """Labels padded with the pad id make the model learn to emit padding; they must be -100."""
     if pad_token_id is None or labels.shape[1] < 2 or bool((labels == LABEL_PAD).any()):
@@ -104,6 +108,7 @@ class Seq2SeqModule(LightningModule):
         self._val: list[dict[str, Any]] = []
         self._last_time: float | None = None
         self._rng_to_restore: dict | None = None
+        self._window_tokens: Tensor | None = None  # label tokens of this rank since the last optimizer step
         self.history: list[dict[str, float]] = []  # validation metrics, in order
 
     # ------------------------------------------------------------------ guards
@@ -129,13 +134,52 @@ class Seq2SeqModule(LightningModule):
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Logs the per-token mean loss; returns the token-summed loss, which
+        `on_before_optimizer_step` turns into the gradient of the mean over every label token of
+        the accumulation window on every rank."""
         if self.global_step < GUARDED_STEPS:
             check_labels(batch["labels"], self.model.config.pad_token_id)
         loss = self(batch).loss
+        tokens = batch["labels"].ne(LABEL_PAD).sum()
+        self._window_tokens = tokens if self._window_tokens is None else self._window_tokens + tokens
         size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self._log_throughput(batch, size)
-        return loss
+        return loss * tokens
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Divide the summed gradients by the window's label tokens over all ranks (before clipping).
+        Lightning divided each micro-batch's loss by accumulate_grad_batches and DDP averaged over
+        ranks; both are undone here, so micro-batches and ranks with more tokens weigh more: the
+        gradient of one big batch, not the mean of per-batch means (transformers#34575)."""
+        tokens, self._window_tokens = self._window_tokens, None
+        if tokens is None:
+            return
+        tokens = tokens.to(torch.float64)
+        if self.trainer.world_size > 1:
+            torch.distributed.all_reduce(tokens)
+        factor = self.trainer.world_size * self.trainer.accumulate_grad_batches / max(float(tokens), 1.0)
+        grads = [p.grad for p in _params_with_grad(optimizer)]
+        if grads:
+            torch._foreach_mul_(grads, factor)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """`trainer.gradient_clip_val` applied here rather than by Lightning, which refuses fused
+        optimizers under any mixed precision (even bf16, which has no loss scaler). Under a loss
+        scaler that the fused optimizer unscales itself, the threshold is scaled instead."""
+        if not gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        scaled = scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False)
+        limit = gradient_clip_val * (float(scaler.get_scale()) if scaled else 1.0)
+        params = _params_with_grad(optimizer)
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, limit)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, limit)
 
     def _log_throughput(self, batch: dict[str, Any], size: int) -> None:
         """Real tokens per second (this rank) and the share of padding in the batch."""

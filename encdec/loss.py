@@ -38,36 +38,34 @@ def _chunk_loss(rows: Tensor, weight: Tensor, bias: Tensor | None, targets: Tens
     return F.cross_entropy(F.linear(rows, weight, bias).float(), targets, reduction="sum")
 
 
+def compute_dtype(rows: Tensor, weight: Tensor) -> torch.dtype:
+    """The dtype the projection runs in: autocast's when it is on (bf16/fp16 mixed precision),
+    else the inputs' common dtype. Logits are always turned to fp32 for the softmax."""
+    device = rows.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(rows.dtype, weight.dtype)
+
+
 class LinearCrossEntropy(torch.autograd.Function):
-    """Loss and gradients computed together in forward, one chunk of rows at a time."""
+    """Loss and gradients computed together in forward, one chunk of rows at a time.
+
+    Autocast is switched off inside and every operand cast to `compute_dtype` once, so each buffer
+    has a dtype chosen from the inputs: row gradients in the compute dtype (returned in the rows'
+    dtype), weight and bias gradients accumulated in fp32 (returned in the parameters' dtype), the
+    loss summed in fp32."""
 
     @staticmethod
     def forward(ctx, rows, weight, bias, targets, chunk_size, scale):  # noqa: D102 - see the class docstring
-        grad_rows = torch.empty_like(rows)
-        grad_weight = grad_bias = None
-        total = torch.zeros((), dtype=torch.float32, device=rows.device)
-        for start in range(0, rows.shape[0], chunk_size):
-            h, t = rows[start:start + chunk_size], targets[start:start + chunk_size]
-            logits = F.linear(h, weight, bias).float()  # (c, V)
-            log_probs = torch.log_softmax(logits, dim=-1, out=logits)
-            total += log_probs.gather(1, t[:, None]).sum().neg()
-            grad = log_probs.exp_()  # d(loss)/d(logits) = softmax - one_hot(target), in place
-            grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0
-            grad = grad.to(weight.dtype)
-            torch.matmul(grad, weight, out=grad_rows[start:start + chunk_size])
-            h = h * scale  # the loss scale, applied to the small operand
-            if grad_weight is None:
-                grad_weight = grad.t() @ h  # (V, C)
-            else:
-                grad_weight.addmm_(grad.t(), h)
-            if bias is not None:
-                grad_bias = grad.sum(0) if grad_bias is None else grad_bias.add_(grad.sum(0))
-        if grad_weight is None:  # no rows
-            grad_weight = torch.zeros_like(weight)
-        if bias is not None:
-            grad_bias = torch.zeros_like(bias) if grad_bias is None else grad_bias.mul_(scale)
-        ctx.save_for_backward(grad_rows.mul_(scale), grad_weight, grad_bias)
-        return total * scale
+        dtype = compute_dtype(rows, weight)
+        with torch.autocast(rows.device.type, enabled=False):
+            loss, grads = _loss_and_grads(rows.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
+                                          targets, chunk_size, scale)
+        grad_rows, grad_weight, grad_bias = grads
+        ctx.save_for_backward(
+            grad_rows.to(rows.dtype), grad_weight.to(weight.dtype), None if bias is None else grad_bias.to(bias.dtype)
+        )
+        return loss
 
     @staticmethod
     def backward(ctx, grad_loss):  # noqa: D102
@@ -75,3 +73,32 @@ class LinearCrossEntropy(torch.autograd.Function):
         if not bool(grad_loss == 1.0):
             grads = tuple(None if g is None else g * grad_loss.to(g.dtype) for g in grads)
         return (*grads, None, None, None)
+
+
+def _loss_and_grads(
+    rows: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int, scale: float
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor | None]]:
+    """scale * summed loss (fp32) and its gradients; all operands in one dtype."""
+    grad_rows = torch.empty_like(rows)
+    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+    grad_bias = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+    total = torch.zeros((), dtype=torch.float32, device=rows.device)
+    for start in range(0, rows.shape[0], chunk_size):
+        h, t = rows[start:start + chunk_size], targets[start:start + chunk_size]
+        logits = F.linear(h, weight, bias).float()  # (c, V)
+        log_probs = torch.log_softmax(logits, dim=-1, out=logits)
+        total += log_probs.gather(1, t[:, None]).sum().neg()
+        grad = log_probs.exp_()  # d(loss)/d(logits) = softmax - one_hot(target), in place
+        grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0
+        grad = grad.to(weight.dtype)
+        torch.matmul(grad, weight, out=grad_rows[start:start + chunk_size])
+        h = h * scale  # the loss scale, applied to the small operand
+        if weight.dtype == torch.float32:
+            grad_weight.addmm_(grad.t(), h)
+        else:  # a low-precision product per chunk, summed in fp32
+            grad_weight += grad.t() @ h
+        if grad_bias is not None:
+            grad_bias += grad.sum(0, dtype=torch.float32)
+    if grad_bias is not None:
+        grad_bias.mul_(scale)
+    return total * scale, (grad_rows.mul_(scale), grad_weight, grad_bias)
