@@ -138,8 +138,8 @@ def test_ddp_step_weighs_every_label_token_equally(tmp_path):
         torch.testing.assert_close(step[name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("name", sorted(PAIRS))
-def test_bf16_mixed_training_lowers_the_loss_and_keeps_fp32_weights(name, tmp_path):
+@pytest.mark.parametrize("name, precision", [(n, "bf16-mixed") for n in sorted(PAIRS)] + [("bert2bert", "16-mixed")])
+def test_mixed_precision_training_lowers_the_loss_and_keeps_fp32_weights(name, precision, tmp_path):
     torch.manual_seed(0)
     model = EncoderDecoderModel(encdec_config(name))
     batch = padded_batch(name, batch=4, tgt_len=9)
@@ -147,7 +147,7 @@ def test_bf16_mixed_training_lowers_the_loss_and_keeps_fp32_weights(name, tmp_pa
         loss_before = float(model.eval()(**batch).loss)
     module = Seq2SeqModule(model, tokenizer=None, optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, fused=True))
     trainer = Trainer(
-        accelerator="cpu", precision="bf16-mixed", max_steps=6, gradient_clip_val=1.0, logger=False,
+        accelerator="cpu", precision=precision, max_steps=6, gradient_clip_val=1.0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         default_root_dir=tmp_path,
     )
