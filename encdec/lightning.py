@@ -27,18 +27,6 @@ logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs "Using d
 GUARDED_STEPS = 20  # label checks run on the first batches only: they cost a host sync
 
 
-def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0) -> Any:
-    """LR rises linearly from 0 over warmup_steps, then falls linearly to 0 at total_steps (the
-    schedule of the warm-starting recipe)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def weight_decay_groups(
     model: nn.Module, weight_decay: float, lr: float | None = None, lr_scale: dict[str, float] | None = None
 ) -> list[dict[str, Any]]:

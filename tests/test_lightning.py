@@ -12,7 +12,7 @@ from tokenizers import models
 
 from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
 from encdec.lightning import (
-    Seq2SeqModule, check_labels, collapsed, linear_warmup_decay, weight_decay_groups,
+    Seq2SeqModule, check_labels, collapsed, weight_decay_groups,
 )
 from encdec.runs import AtomicCheckpointIO, replace_atomically, wandb_mode
 from encdec.tokenizer import Tokenizer
@@ -46,18 +46,6 @@ def test_missing_decoder_start_token_fails_before_training():
     module = Seq2SeqModule(tiny_model(pad_token_id=0, eos_token_id=2), tokenizer=None, optimizer=torch.optim.AdamW)
     with pytest.raises(ValueError, match="decoder_start_token_id"):
         module.on_fit_start()
-
-
-def test_schedule_warms_up_then_decays_to_zero():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = linear_warmup_decay(opt, total_steps=10, warmup_steps=4)
-    lrs = []
-    for _ in range(10):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0]) and lrs[-1] == pytest.approx(1 / 6)
-    assert opt.param_groups[0]["lr"] == 0.0
 
 
 def test_weight_decay_skips_biases_and_layernorm():
