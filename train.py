@@ -33,7 +33,8 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningDataModule, Seq2SeqModule, L
     module = Seq2SeqModule(
         parts.model, parts.decoder_tokenizer,
         optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
-        weight_decay=cfg.optim.weight_decay, lr_scale=cfg.optim.get("lr_scale"), generation=OmegaConf.to_container(cfg.generation),
+        weight_decay=cfg.optim.weight_decay, lr_scale=cfg.optim.get("lr_scale"), freeze=cfg.optim.get("freeze"),
+        generation=OmegaConf.to_container(cfg.generation),
         run_config=OmegaConf.to_container(cfg, resolve=True), **cfg.module,
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

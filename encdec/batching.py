@@ -86,12 +86,40 @@ def collate(sources: list[list[int]], labels: list[list[int]], pad_token_id: int
     }
 
 
-def length_grouped(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Indices cut into batches of similar length, in random order; equal lengths tie randomly."""
+def _by_length(lengths: list[int], rng: random.Random) -> list[int]:
+    """Indices sorted by length; equal lengths in random order."""
     order = list(range(len(lengths)))
     rng.shuffle(order)
     order.sort(key=lambda i: lengths[i])  # stable: the shuffle decides among equal lengths
+    return order
+
+
+def length_grouped(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Indices cut into batches of similar length, in random order; equal lengths tie randomly."""
+    order = _by_length(lengths, rng)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def token_budget_grouped(
+    source_lengths: list[int], target_lengths: list[int], max_tokens: int, rng: random.Random
+) -> list[list[int]]:
+    """Like `length_grouped`, but each batch takes examples (in length order) while its padded
+    source + target tokens, rows x (longest source + longest target), stay within max_tokens
+    (fairseq's --max-tokens): short examples make big batches, long ones small, memory stays flat."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest_source = longest_target = 0
+    for i in _by_length([s + t for s, t in zip(source_lengths, target_lengths)], rng):
+        source, target = max(longest_source, source_lengths[i]), max(longest_target, target_lengths[i])
+        if batch and (len(batch) + 1) * (source + target) > max_tokens:
+            batches.append(batch)
+            batch, source, target = [], source_lengths[i], target_lengths[i]
+        batch.append(i)
+        longest_source, longest_target = source, target
+    if batch:
+        batches.append(batch)
     rng.shuffle(batches)
     return batches
 
@@ -151,9 +179,10 @@ class ResumableBatches(IterableDataset):
         seed: int = 0,
         on_empty: str = "skip",
         resume: dict[int, dict] | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.open_stream, self.encoder, self.columns = open_stream, encoder, columns
-        self.batch_size = batch_size
+        self.batch_size, self.max_tokens = batch_size, max_tokens
         self.buffer_size = max(batch_size, buffer_size // batch_size * batch_size)  # whole batches
         self.seed, self.on_empty, self.resume = seed, on_empty, resume or {}
 
@@ -205,9 +234,12 @@ class ResumableBatches(IterableDataset):
         sources, labels = self.encoder.encode([r[cols.text] for r in chunk], [r[cols.summary] for r in chunk])
         ids = record_ids(chunk, cols, offset=buffer * self.buffer_size)
         rng = random.Random(f"{self.seed}-{epoch}-{buffer}")
-        lengths = [len(s) + len(t) for s, t in zip(sources, labels)]
+        if self.max_tokens:
+            groups = token_budget_grouped([len(s) for s in sources], [len(t) for t in labels], self.max_tokens, rng)
+        else:
+            groups = length_grouped([len(s) + len(t) for s, t in zip(sources, labels)], self.batch_size, rng)
         pad = self.encoder.tokenizer.pad_token_id
-        for group in length_grouped(lengths, self.batch_size, rng):
+        for group in groups:
             batch = collate([sources[i] for i in group], [labels[i] for i in group], pad)
             yield {**batch, "ids": [ids[i] for i in group]}
 

@@ -164,6 +164,7 @@ class Seq2SeqDataModule(LightningDataModule):
         max_source_length: int = 512,
         max_target_length: int = 128,
         batch_size: int = 16,
+        max_tokens: int | None = None,
         eval_batch_size: int | None = None,
         buffer_size: int = 1024,
         val_examples: int = 64,
@@ -181,7 +182,14 @@ class Seq2SeqDataModule(LightningDataModule):
         self.encoder = PairEncoder(tokenizer, decoder_tokenizer, max_source_length, max_target_length, int(eos))
         self.columns = Columns(text_column, summary_column, id_column)
         self.splits = {"train": train_split, "validation": val_split}
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        if max_tokens is not None and max_tokens < max_source_length + max_target_length:
+            raise ValueError(
+                f"data.max_tokens={max_tokens} is below max_source_length + max_target_length "
+                f"({max_source_length} + {max_target_length}): the longest example would not fit in a batch. "
+                "Raise data.max_tokens or lower the lengths."
+            )
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+        self.eval_batch_size = eval_batch_size or batch_size
         self.buffer_size, self.val_examples = buffer_size, val_examples
         self.num_workers, self.on_empty, self.seed = num_workers, on_empty, seed
         EmptyExamples(self.columns, on_empty)  # validates on_empty now, not mid-run
@@ -228,7 +236,7 @@ class Seq2SeqDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         batches = ResumableBatches(
             self._train_stream, self.encoder, self.columns, self.batch_size, self.buffer_size,
-            seed=self.seed, on_empty=self.on_empty, resume=self._resume,
+            seed=self.seed, on_empty=self.on_empty, resume=self._resume, max_tokens=self.max_tokens,
         )
         loader = ResumableLoader(batches, batch_size=None, num_workers=self.num_workers, generator=torch.Generator())
         if self._resume and self.num_workers > 1:

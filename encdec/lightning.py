@@ -7,6 +7,7 @@ to predict padding and outputs the same text for every input), and collapsed pre
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import random
@@ -49,6 +50,28 @@ def weight_decay_groups(
     return out
 
 
+def freeze_parameters(model: nn.Module, patterns: list[str]) -> int:
+    """Stop training every parameter whose name (under any alias: BERTShare's shared weights have
+    two) is a pattern, starts with pattern + ".", or matches it as a glob. Returns how many
+    tensors were frozen; a pattern that matches nothing is an error (a typo would train all)."""
+    frozen: dict[int, nn.Parameter] = {}
+    for pattern in patterns:
+        hits = [p for name, p in model.named_parameters(remove_duplicate=False)
+                if name == pattern or name.startswith(pattern + ".") or fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            roots = sorted({".".join(n.split(".")[:2]) for n, _ in model.named_parameters()})
+            raise ValueError(
+                f"optim.freeze pattern {pattern!r} matches no parameter; names look like {', '.join(roots[:8])}, ..."
+            )
+        frozen.update((id(p), p) for p in hits)
+    for param in frozen.values():
+        param.requires_grad_(False)
+    if frozen:
+        logger.info("Frozen: %d parameter tensors (%d values) matching %s", len(frozen),
+                    sum(p.numel() for p in frozen.values()), patterns)
+    return len(frozen)
+
+
 def _params_with_grad(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
     return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
@@ -85,10 +108,12 @@ class Seq2SeqModule(LightningModule):
         generation: dict[str, Any] | None = None,
         table_rows: int = 8,
         run_config: dict[str, Any] | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.model.train()  # from_pretrained-style loaders return eval mode; Lightning keeps the mode it finds
+        freeze_parameters(model, list(freeze or []))
         self.make_optimizer, self.make_scheduler, self.weight_decay = optimizer, scheduler, weight_decay
         self.lr_scale = dict(lr_scale or {})
         self.generation = dict(generation or {})
