@@ -33,7 +33,7 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningDataModule, Seq2SeqModule, L
     module = Seq2SeqModule(
         parts.model, parts.decoder_tokenizer,
         optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
-        weight_decay=cfg.optim.weight_decay, lr_scale=cfg.optim.get("lr_scale"), freeze=cfg.optim.get("freeze"),
+        weight_decay=cfg.optim.weight_decay, lr_scale=cfg.optim.get("lr_scale"), freeze=cfg.optim.get("freeze"), compile=cfg.get("compile", False),
         generation=OmegaConf.to_container(cfg.generation),
         run_config=OmegaConf.to_container(cfg, resolve=True), **cfg.module,
     )

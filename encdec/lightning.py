@@ -109,11 +109,14 @@ class Seq2SeqModule(LightningModule):
         table_rows: int = 8,
         run_config: dict[str, Any] | None = None,
         freeze: list[str] | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.model.train()  # from_pretrained-style loaders return eval mode; Lightning keeps the mode it finds
         freeze_parameters(model, list(freeze or []))
+        if compile:  # in place, so parameter names (and checkpoints) stay the same
+            self.model.compile(dynamic=True, backend="inductor" if compile is True else compile)
         self.make_optimizer, self.make_scheduler, self.weight_decay = optimizer, scheduler, weight_decay
         self.lr_scale = dict(lr_scale or {})
         self.generation = dict(generation or {})

@@ -135,3 +135,26 @@ def test_early_stopping_ends_the_run_and_exports_the_best_checkpoint(tmp_path, c
     assert metrics["steps"] == 4 and [row["step"] for row in metrics["validation"]] == [2, 4]
     assert metrics["best_checkpoint"].endswith("best-step0000002.ckpt")
     assert (run / "best_model" / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------- compile switch (compile=true)
+
+
+@pytest.mark.slow
+def test_compile_switch_runs_the_training_loss_through_dynamo():
+    """compile="eager" (dynamo without code generation, fast to build) stands in for true: the loss
+    is traced by dynamo and equals the uncompiled one; parameter names are unchanged."""
+    import torch._dynamo
+
+    model = _tiny_model().eval()  # no dropout: the two losses must match
+    batch = _batch(0)
+    expected = model(**batch, return_logits=False).loss
+    names = [n for n, _ in model.named_parameters()]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    module = Seq2SeqModule(model, tokenizer=None, optimizer=torch.optim.AdamW, compile="eager")
+    module.model.eval()
+    got = module(batch).loss
+    assert torch._dynamo.utils.counters["stats"]["calls_captured"] > 0
+    torch.testing.assert_close(got, expected)
+    assert [n for n, _ in module.model.named_parameters()] == names
