@@ -35,15 +35,16 @@ CASES = {"minilm": dict(batch=4), "bert-base": dict(batch=2)}
 SRC_LEN, TGT_LEN = 512, 128
 
 
-def make_batch(batch: int, vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Right-padded sources (60-100% full) and -100-padded labels (30-100% full)."""
+def make_batch(batch: int, vocab: int, seed: int = 0, low: int = 1000) -> dict[str, torch.Tensor]:
+    """Right-padded sources (60-100% full) and -100-padded labels (30-100% full); token ids from
+    `low` up (above the special tokens)."""
     g = torch.Generator().manual_seed(seed)
     src_real = torch.randint(int(0.6 * SRC_LEN), SRC_LEN + 1, (batch,), generator=g)
     tgt_real = torch.randint(int(0.3 * TGT_LEN), TGT_LEN + 1, (batch,), generator=g)
-    input_ids = torch.randint(1000, vocab, (batch, SRC_LEN), generator=g)
+    input_ids = torch.randint(low, vocab, (batch, SRC_LEN), generator=g)
     attention_mask = (torch.arange(SRC_LEN)[None] < src_real[:, None]).long()
     input_ids = input_ids.masked_fill(attention_mask == 0, 0)
-    labels = torch.randint(1000, vocab, (batch, TGT_LEN), generator=g)
+    labels = torch.randint(low, vocab, (batch, TGT_LEN), generator=g)
     labels = labels.masked_fill(torch.arange(TGT_LEN)[None] >= tgt_real[:, None], -100)
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
 
