@@ -29,7 +29,8 @@ LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "
 
 
 class HubSource:
-    """A dataset on the Hugging Face Hub, streamed by default (nothing is downloaded up front)."""
+    """A dataset on the Hugging Face Hub, streamed by default (nothing is downloaded up front);
+    `path` may also be a local copy in the Hub's layout or a repo id with a registered mirror."""
 
     def __init__(self, path: str, name: str | None = None, streaming: bool = True, num_shards: int = 8) -> None:
         self.path, self.name, self.streaming, self.num_shards = path, name, streaming, num_shards
@@ -37,8 +38,10 @@ class HubSource:
     def open(self, split: str) -> Any:
         import datasets
 
+        from encdec.hub import dataset_location
+
         try:
-            ds = datasets.load_dataset(self.path, self.name, split=split, streaming=self.streaming)
+            ds = datasets.load_dataset(dataset_location(self.path), self.name, split=split, streaming=self.streaming)
         except ConnectionError as exc:
             raise ConnectionError(self._offline_help(exc)) from exc
         return ds if self.streaming else ds.to_iterable_dataset(num_shards=self.num_shards)

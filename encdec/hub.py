@@ -109,6 +109,23 @@ def _not_found(name: str, tried: list[str]) -> FileNotFoundError:
     )
 
 
+def dataset_location(path: str) -> str:
+    """Where `datasets.load_dataset` should read a Hub dataset from: a local folder in the Hub's
+    layout (a mirror: the repo's files with its README `configs:` metadata), the mirror registered
+    for the repo id (register_mirror / ENCDEC_MIRRORS, as for models), else the id itself."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return str(local)
+    if looks_like_path(path):
+        raise FileNotFoundError(f"Dataset folder not found: {local} (from data.source.path={path!r}); check the path.")
+    mirror = mirrors().get(path)
+    if mirror is None:
+        return path
+    if not mirror.is_dir():
+        raise FileNotFoundError(f"The mirror registered for dataset {path!r}, {mirror}, is not a folder.")
+    return str(mirror)
+
+
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
     """Return a local folder for a model: local directory, mirror, HF cache, then a Hub download."""
     name = os.fspath(name_or_path)
