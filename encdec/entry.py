@@ -1,0 +1,112 @@
+"""What the command-line entry points (train.py, evaluate.py, `encdec`) share: one-line errors
+with exit status 2 for bad input, no run folder left holding only Hydra's bookkeeping, and the
+known-harmless warnings of the libraries underneath filtered once, here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from encdec.errors import UsageError
+
+T = TypeVar("T")
+PACKAGE_DIR = Path(__file__).resolve().parent
+ENTRY_SCRIPTS = {PACKAGE_DIR.parent / "train.py", PACKAGE_DIR.parent / "evaluate.py"}
+# Errors that encdec raises on purpose with a message for the user; the same types raised inside a
+# library (torch, Lightning, datasets) are not ours to shorten and keep their traceback.
+OWN_ERROR_TYPES = (ValueError, TypeError, OSError)
+USAGE_EXIT_STATUS = 2
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Hydra's instantiate wraps an error as a repr of it (literal \\n); the original is the cause."""
+    while type(exc).__name__ == "InstantiationException" and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def raised_by_encdec(exc: BaseException) -> bool:
+    """Whether the innermost frame of the traceback is encdec's own code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return path in ENTRY_SCRIPTS or PACKAGE_DIR in path.parents
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message of an error meant for the user, None for anything else (a bug)."""
+    exc = unwrap(exc)
+    if isinstance(exc, UsageError) or (isinstance(exc, OWN_ERROR_TYPES) and raised_by_encdec(exc)):
+        return one_line(exc)
+    return None
+
+
+def show_full_errors(debug: bool = False) -> bool:
+    return debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def run_entry(prog: str, job: Callable[[], T], run_dir: str | Path | None = None, debug: bool = False) -> T:
+    """job(), or for bad input one `prog: error: ...` line on stderr and exit status 2. The full
+    traceback with `debug=true` or HYDRA_FULL_ERROR=1; a failed run's folder is removed when it
+    holds nothing but Hydra's bookkeeping."""
+    try:
+        return job()
+    except Exception as exc:
+        if run_dir is not None:
+            remove_if_bookkeeping_only(Path(run_dir))
+        message = user_message(exc)
+        if message is None or show_full_errors(debug):
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+        sys.exit(USAGE_EXIT_STATUS)
+
+
+def remove_if_bookkeeping_only(folder: Path) -> bool:
+    """Delete a run folder that holds only `.hydra/` and Hydra's job log (a failed start)."""
+    if not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if any(e.name != ".hydra" and not (e.is_file() and e.suffix == ".log") for e in entries):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+# ---------------------------------------------------------------------- known-harmless noise
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(f in message for f in self.fragments)
+
+
+def quiet_known_noise() -> None:
+    """Filter messages that say nothing about this run: library deprecations users cannot act on,
+    advertising, per-call notices. Idempotent."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers", category=Warning)
+    for name, fragments in {
+        "lightning.pytorch.utilities.rank_zero": ("litlogger",),  # an advert on every run
+        "absl": ("Using default tokenizer",),  # rouge-score, once per scorer
+        "datasets.packaged_modules.json.json": ("Failed to load JSON",),  # our error names file and line
+    }.items():
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in target.filters):
+            target.addFilter(_DropMessages(*fragments))
