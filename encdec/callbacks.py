@@ -14,14 +14,20 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressB
 logger = logging.getLogger("encdec")
 
 
-class ValidateAtEnd(Callback):
-    """Ask Lightning to stop after the last step; it validates before stopping on request, so a
-    run whose max_steps is not a multiple of val_check_interval still ends with a score and a
-    validated best checkpoint (when it is a multiple, that validation runs once, not twice)."""
+class StepValidation(Callback):
+    """Validation for runs sized in steps. Lightning is asked to stop after the last step; it
+    validates before stopping on request, so a run whose max_steps is not a multiple of
+    val_check_interval still ends with a score and a validated best checkpoint (when it is a
+    multiple, that validation runs once, not twice). Validation metrics are logged at the number
+    of steps trained, the step the printed table shows (Lightning would log them one lower)."""
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if 0 < trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("step", float(trainer.global_step), rank_zero_only=True)
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -58,6 +64,13 @@ class ResumableCheckpoint(ModelCheckpoint):
                     folder, self.monitor, None if score is None else float(score), best)
         return {**state, "best_model_path": str(copy), "kth_best_model_path": str(copy),
                 "best_k_models": {str(copy): score} if score is not None else {}}
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """With save_top_k=0 and save_last: last.ckpt after every validation of a fit, so it holds
+        that validation's scores (Lightning writes last.ckpt only beside a top-k save)."""
+        super().on_validation_end(trainer, pl_module)
+        if self.save_last and self.save_top_k == 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         checkpoint["encdec_history"] = list(getattr(pl_module, "history", []))

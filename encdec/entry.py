@@ -81,6 +81,10 @@ def remove_if_bookkeeping_only(folder: Path) -> bool:
     if any(e.name != ".hydra" and not (e.is_file() and e.suffix == ".log") for e in entries):
         return False
     shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # the DATE folder, when this was its only run
+    except OSError:
+        pass
     return True
 
 
@@ -101,7 +105,8 @@ def quiet_known_noise() -> None:
     """Filter messages that say nothing about this run: library deprecations users cannot act on,
     advertising, per-call notices. Idempotent."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers", category=Warning)
+    # validation batches are a list with an exact __len__ (progress bars show the total)
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=Warning)
     for name, fragments in {
         "lightning.pytorch.utilities.rank_zero": ("litlogger",),  # an advert on every run
         "absl": ("Using default tokenizer",),  # rouge-score, once per scorer

@@ -105,6 +105,8 @@ def check_train_config(cfg: DictConfig) -> None:
     """Everything about a train.py config that can be checked without torch or a model."""
     check_numbers(cfg, TRAIN)
     check_choices(cfg)
+    if cfg.get("ckpt_path") and not Path(str(cfg.ckpt_path)).expanduser().is_file():
+        raise UsageError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint; resume from a run's checkpoints/last.ckpt.")
     data = cfg.data
     columns = (data.text_column, data.summary_column, data.get("id_column"))
     for split in (data.train_split, data.val_split):
