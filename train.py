@@ -115,8 +115,11 @@ def train(cfg: DictConfig) -> float | None:
     import lightning as L
     import torch
 
+    from encdec.entry import log_lightning_once
     from encdec.run_summary import logger_locations, report, run_summary
     from encdec.runs import write_json
+
+    log_lightning_once()
 
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))

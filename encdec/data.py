@@ -74,10 +74,13 @@ class LocalSource:
         builder = file_format(paths)
         try:
             ds = datasets.load_dataset(builder, data_files={split: paths}, split=split)
-        except Exception:
-            if builder == "json":  # name the file and line `datasets` could not read
+        except Exception as exc:  # name the file and line `datasets` could not read
+            if builder == "json":
                 find_bad_json_line(sorted(p for pattern in paths for p in glob.glob(pattern)))
-            raise
+            raise UsageError(
+                f"Cannot read the {split!r} files {paths} as one table: {root_cause(exc)}. Every record needs "
+                "the same kind of value in a column (text in the text and summary columns)."
+            ) from exc
         return ds.to_iterable_dataset(num_shards=max(1, min(self.num_shards, len(ds))))
 
     def _paths(self, split: str) -> list[str]:
@@ -106,6 +109,12 @@ class SampleSource(LocalSource):
             Path(cache_dir).expanduser(), n_train=n_train, n_validation=n_validation, n_test=n_test, seed=seed
         )
         super().__init__({split: [str(p)] for split, p in paths.items()}, num_shards)
+
+
+def root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _as_list(paths: Any) -> list[str]:

@@ -115,3 +115,15 @@ def quiet_known_noise() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in target.filters):
             target.addFilter(_DropMessages(*fragments))
+
+
+def log_lightning_once() -> None:
+    """Lightning gives the `lightning` logger its own console handler and lets it propagate to
+    Hydra's too: every line twice. Keep Hydra's (it also writes the run's log file). Call after
+    importing lightning."""
+    if not logging.getLogger().hasHandlers():
+        return
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning_logger.removeHandler(handler)

@@ -120,19 +120,9 @@ def check_evaluate_config(cfg: DictConfig) -> None:
         raise UsageError("Set model_path=PATH_OR_ID (a model folder, a train.py .ckpt or a Hub id), or baseline=lead3.")
     if cfg.baseline is not None and cfg.baseline not in ("lead3", "reference"):
         raise UsageError(f"baseline={cfg.baseline!r}: use lead3, reference, or null to evaluate model_path.")
-    if cfg.baseline is None:
-        check_model_path(str(cfg.model_path), "model_path")
+    check_device(cfg.get("device"), "device")
     data = cfg.data
     check_local_split(data.source, cfg.split, (data.text_column, data.summary_column, data.get("id_column")))
-
-
-def check_model_path(name: str, key: str) -> None:
-    """A name that can only be a path must exist (a .ckpt file or a model folder)."""
-    from encdec.hub import looks_like_path
-
-    path = Path(name).expanduser()
-    if (name.endswith(".ckpt") or looks_like_path(name)) and not path.exists():
-        raise UsageError(f"{key}={name}: no such file or folder; give a model folder, a train.py .ckpt or a Hub id.")
 
 
 # ---------------------------------------------------------------------- data files
