@@ -67,7 +67,8 @@ def export_best(cfg: DictConfig, parts: Any, trainer: Any) -> dict[str, Any]:
     if not cfg.get("export_dir") or trainer.global_rank != 0:
         return {"exported_model": None}
     callback = trainer.checkpoint_callback
-    best = callback.best_model_path if callback is not None else ""
+    scored = callback is not None and callback.monitor is not None and callback.best_model_score is not None
+    best = callback.best_model_path if scored else ""
     if best:
         load_weights(parts.model, best)
         weights = f"the best validated checkpoint: {Path(best).name}"

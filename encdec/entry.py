@@ -68,9 +68,18 @@ def run_entry(prog: str, job: Callable[[], T], run_dir: str | Path | None = None
             remove_if_bookkeeping_only(Path(run_dir))
         message = user_message(exc)
         if message is None or show_full_errors(debug):
+            if debug:
+                os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra reads it when it reports: the whole traceback
             raise
+        finish_wandb(USAGE_EXIT_STATUS)  # its closing notes before the error line, not after it
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         sys.exit(USAGE_EXIT_STATUS)
+
+
+def finish_wandb(exit_code: int) -> None:
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def remove_if_bookkeeping_only(folder: Path) -> bool:
@@ -108,7 +117,7 @@ def quiet_known_noise() -> None:
     # validation batches are a list with an exact __len__ (progress bars show the total)
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=Warning)
     for name, fragments in {
-        "lightning.pytorch.utilities.rank_zero": ("litlogger",),  # an advert on every run
+        "lightning.pytorch.utilities.rank_zero": ("litlogger", "litmodels"),  # adverts on every run
         "absl": ("Using default tokenizer",),  # rouge-score, once per scorer
         "datasets.packaged_modules.json.json": ("Failed to load JSON",),  # our error names file and line
     }.items():

@@ -17,7 +17,7 @@ def run_summary(monitor: str, module: Any, trainer: Any, export: dict[str, Any])
         best = trainer.callback_metrics.get(monitor)
     return {
         "monitor": monitor, "best": None if best is None else float(best),
-        "best_checkpoint": (callback.best_model_path or None) if callback is not None else None,
+        "best_checkpoint": (callback.best_model_path or None) if callback is not None and callback.monitor else None,
         **export, "validation": module.history, "steps": trainer.global_step,
         "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }

@@ -254,7 +254,8 @@ def test_without_a_validated_checkpoint_the_export_says_it_is_the_last_weights(t
 
 @pytest.mark.slow
 def test_a_missing_hub_model_is_one_line_and_debug_shows_the_traceback(tmp_path):
-    args = ["model=tiny", "model.encoder.pretrained=no-such-org/no-such-model", "logger=csv"]
+    missing = "no-such-org/no-such-model"
+    args = ["model=tiny", f"model.encoder.pretrained={missing}", f"model.decoder.pretrained={missing}", "logger=csv"]
     line = error_line(script("train.py", *args, cwd=tmp_path, HF_HUB_OFFLINE="1"), "train.py")
     assert "Cannot find model 'no-such-org/no-such-model'. Tried:" in line and "\\n" not in line
     debug = script("train.py", *args, "debug=true", cwd=tmp_path, HF_HUB_OFFLINE="1")
