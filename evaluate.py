@@ -74,4 +74,6 @@ def hydra_output_dir() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from encdec.entry import run_hydra_main
+
+    run_hydra_main(main)

@@ -150,4 +150,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from encdec.entry import run_hydra_main
+
+    run_hydra_main(main)

@@ -57,10 +57,26 @@ def show_full_errors(debug: bool = False) -> bool:
     return debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
+_job_started = False
+
+
+def run_hydra_main(main: Callable[[], object]) -> None:
+    """Call a `@hydra.main` function. Hydra exits with status 1 when it cannot compose the config
+    (a typo in an override, an unknown option), before any job starts: a usage error, so 2."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code == 1 and not _job_started:
+            sys.exit(USAGE_EXIT_STATUS)
+        raise
+
+
 def run_entry(prog: str, job: Callable[[], T], run_dir: str | Path | None = None, debug: bool = False) -> T:
     """job(), or for bad input one `prog: error: ...` line on stderr and exit status 2. The full
     traceback with `debug=true` or HYDRA_FULL_ERROR=1; a failed run's folder is removed when it
     holds nothing but Hydra's bookkeeping."""
+    global _job_started
+    _job_started = True
     try:
         return job()
     except Exception as exc:

@@ -214,6 +214,11 @@ def test_config_errors_stop_before_torch_is_imported(override, message, tmp_path
     assert not (tmp_path / "run").exists()  # a folder holding only .hydra/ is not left behind
 
 
+def test_an_override_hydra_cannot_compose_is_a_usage_error(tmp_path):
+    done = script("train.py", "optim.lrr=1", cwd=tmp_path)
+    assert done.returncode == 2 and "optim.lrr" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_failed_start_leaves_an_existing_run_folder_intact(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -302,7 +307,7 @@ def test_readme_documents_summarize_and_points_nowhere_outside_the_repository():
     readme = (ROOT / "README.md").read_text()
     for needle in ("encdec summarize --model", "encdec.summarize(", "Summarizer.from_pretrained", "last.ckpt"):
         assert needle in readme, needle
-    assert "../shared" not in readme and "2.5 minutes" not in readme
+    assert "../shared" not in readme and "6 minutes on a 2-core machine shared" in readme  # timing with its conditions
 
 
 def test_cli_takes_a_train_checkpoint_like_evaluate(short_run):
