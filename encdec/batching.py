@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from encdec.errors import UsageError
+from encdec.errors import UsageError, not_text
 from encdec.tokenizer import Tokenizer
 
 logger = logging.getLogger("encdec")
@@ -125,8 +125,8 @@ class EmptyExamples:
     @staticmethod
     def _problem(record: dict[str, Any], column: str) -> str | None:
         value = record.get(column)
-        if value is not None and not isinstance(value, str):
-            return f"column {column!r} holds a {type(value).__name__} ({str(value)[:40]}), not text"
+        if not_text(column, value):
+            return not_text(column, value)
         return None if value and value.strip() else f"column {column!r} is empty or missing"
 
 

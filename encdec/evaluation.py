@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from encdec.errors import UsageError
+from encdec.errors import UsageError, not_text
 from encdec.rouge import aggregate, format_table, score_pairs, split_sentences
 
 logger = logging.getLogger("encdec")
@@ -57,10 +57,10 @@ def read_examples(
 def text_value(record: dict, column: str, ident: str) -> str:
     """The record's text in `column`; None counts as empty, anything else but a string is refused."""
     value = record[column]
-    if value is not None and not isinstance(value, str):
+    if not_text(column, value):
         raise UsageError(
-            f"Record {ident!r}: column {column!r} holds a {type(value).__name__} ({str(value)[:40]}), not text; "
-            "fix the record or name the right column (data.text_column / data.summary_column)."
+            f"Record {ident!r}: {not_text(column, value)}; fix the record or name the right column "
+            "(data.text_column / data.summary_column)."
         )
     return value or ""
 

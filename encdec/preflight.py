@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from encdec.errors import UsageError
+from encdec.errors import UsageError, not_text
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 _ABSENT = object()
@@ -166,8 +166,10 @@ def check_local_split(source: Any, split: str, columns: tuple[str, str, str | No
         return
     paths = split_files(source, split)
     found = first_record(paths[0])
+    if found is None and len(paths) == 1:
+        raise UsageError(f"data.source.files.{split}: {paths[0]} has no examples: the file is empty.")
     if found is None:
-        return  # an empty first file: the data module reports an empty split
+        return  # an empty first file of several: the data module counts them all
     record, line = found
     check_record(record, columns, f"{paths[0]} line {line}")
 
@@ -183,21 +185,19 @@ def check_record(record: Any, columns: tuple[str, str, str | None], where: str) 
             "data.text_column / data.summary_column / data.id_column (id may be null)."
         )
     for key, col in zip(names[:2], columns[:2]):
-        value = record[col]
-        if value is not None and not isinstance(value, str):
-            raise UsageError(
-                f"{where}: column {col!r} ({key}) holds a {type(value).__name__} ({str(value)[:40]}), not text; "
-                "name the column that holds the text."
-            )
+        if not_text(col, record[col]):
+            raise UsageError(f"{where}: {not_text(col, record[col])} ({key}); name the column that holds the text.")
 
 
 def first_record(path: str) -> tuple[Any, int] | None:
-    """The first record of a data file and its line number (1 for csv/parquet rows), cheaply."""
+    """The first record of a data file and where it is (its line; a csv's header is line 1, a
+    parquet file's first row counts as 1), cheaply: nothing after it is read."""
     kind = file_format([path])
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        table = pq.ParquetFile(path).read_row_group(0) if pq.ParquetFile(path).num_row_groups else None
+        parquet = pq.ParquetFile(path)
+        table = parquet.read_row_group(0) if parquet.num_row_groups else None
         return (table.slice(0, 1).to_pylist()[0], 1) if table is not None and table.num_rows else None
     with open(path, encoding="utf-8", errors="replace", newline="" if kind == "csv" else None) as f:
         if kind == "csv":

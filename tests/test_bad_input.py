@@ -166,7 +166,7 @@ def test_non_text_values_and_broken_json_lines_are_named(tmp_path, cache_dir):
     local = ["data=local", f"data.source.files.train={numbers}", f"data.source.files.validation={numbers}",
              "data.text_column=document", "data.summary_column=summary", "data.id_column=null"]
     line = error_line(script("train.py", *local, cwd=tmp_path), "train.py")
-    assert f"{numbers} line 1: column 'document' (data.text_column) holds a int (5), not text" in line
+    assert f"{numbers} line 1: column 'document' holds a int (5), not text (data.text_column)" in line
 
     rows = [json.dumps({"id": "r1", "document": "One. Two.", "summary": "one"}),
             json.dumps({"id": "r2", "document": ["x"], "summary": "two"})]
