@@ -35,6 +35,10 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 class _Package(types.ModuleType):
     """Keeps `encdec.summarize` the function: importing the submodule of the same name would
     otherwise rebind the package attribute to the module."""
