@@ -1,4 +1,8 @@
-"""Evaluate a model or a baseline with ROUGE: `python evaluate.py model_path=PATH_OR_ID data=... split=test`."""
+"""Evaluate a model or a baseline with ROUGE: `python evaluate.py model_path=PATH_OR_ID data=... split=test`.
+
+The config is checked (numbers, model path, data files and columns) before the model loads; torch
+is imported only after that.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,6 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from encdec.evaluation import (
-    PredictionStore, baseline, load_summarizer, predict, read_examples, report, score,
-)
-from encdec.runs import write_json
-
 logger = logging.getLogger("encdec")
 
 
@@ -23,10 +22,10 @@ def generation_overrides(cfg: DictConfig) -> dict[str, Any]:
 
 def summarizer_for(cfg: DictConfig):
     """A batch -> summaries function, and the settings that identify it in run.json."""
+    from encdec.evaluation import baseline, load_summarizer
+
     if cfg.baseline is not None:
         return baseline(cfg.baseline), {"baseline": cfg.baseline}
-    if cfg.model_path is None:
-        raise ValueError("Set model_path=PATH_OR_ID (a model folder, a train.py .ckpt or a Hub id), or baseline=lead3.")
     summarizer = load_summarizer(cfg.model_path, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
     overrides = generation_overrides(cfg)
     settings = {**summarizer.model.generation_config.to_dict(), **overrides}
@@ -36,6 +35,12 @@ def summarizer_for(cfg: DictConfig):
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    from encdec.preflight import check_evaluate_config
+
+    check_evaluate_config(cfg)
+    from encdec.evaluation import PredictionStore, predict, read_examples, report, score
+    from encdec.runs import write_json
+
     data = hydra.utils.instantiate(cfg.data.source)
     examples = read_examples(
         data.open(cfg.split), cfg.data.text_column, cfg.data.summary_column, cfg.data.id_column, cfg.limit
@@ -54,9 +59,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    metrics = evaluate(cfg)
+    from encdec.entry import quiet_known_noise, run_entry
+
+    quiet_known_noise()
+    metrics = run_entry("evaluate.py", lambda: evaluate(cfg), run_dir=hydra_output_dir(), debug=cfg.get("debug", False))
     return metrics["rouge"]["rougeL"]["fmeasure"]["mid"]
 
 
+def hydra_output_dir() -> str:
+    """The folder Hydra made for this run (eval_outputs/DATE/TIME), even when output_dir points elsewhere."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir
+
+
 if __name__ == "__main__":
-    main()
+    from encdec.entry import run_hydra_main
+
+    run_hydra_main(main)

@@ -1,17 +1,52 @@
-"""encdec: encoder-decoder transformers in plain PyTorch, Hugging Face compatible."""
+"""encdec: encoder-decoder transformers in plain PyTorch, Hugging Face compatible.
 
-from encdec.config import BackboneConfig, BertConfig, EncoderDecoderConfig, GPT2Config, RobertaConfig
-from encdec.generation import GenerationConfig
-from encdec.hub import register_mirror, resolve_model_dir
-from encdec.model import EncoderDecoderModel, Seq2SeqLMOutput, shift_right
-from encdec.summarize import Summarizer, summarize
-from encdec.tokenizer import Tokenizer, load_tokenizer
+Names are imported on first use (PEP 562), so `import encdec.preflight` or `train.py --help` does
+not pay for torch; `from encdec import EncoderDecoderModel` works as usual.
+"""
 
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "BackboneConfig": "encdec.config", "BertConfig": "encdec.config", "EncoderDecoderConfig": "encdec.config",
+    "GPT2Config": "encdec.config", "RobertaConfig": "encdec.config", "GenerationConfig": "encdec.generation",
+    "register_mirror": "encdec.hub", "resolve_model_dir": "encdec.hub", "EncoderDecoderModel": "encdec.model",
+    "Seq2SeqLMOutput": "encdec.model", "shift_right": "encdec.model", "Summarizer": "encdec.summarize",
+    "Tokenizer": "encdec.tokenizer", "load_tokenizer": "encdec.tokenizer",
+}
 # transformers' tokenizer class names, so code from its documentation ports by changing the import.
-AutoTokenizer = BertTokenizer = RobertaTokenizer = GPT2Tokenizer = Tokenizer
+_TOKENIZER_ALIASES = ("AutoTokenizer", "BertTokenizer", "RobertaTokenizer", "GPT2Tokenizer")
 
-__all__ = [
-    "AutoTokenizer", "BackboneConfig", "BertConfig", "BertTokenizer", "EncoderDecoderConfig",
-    "EncoderDecoderModel", "GenerationConfig", "GPT2Config", "GPT2Tokenizer", "RobertaConfig", "RobertaTokenizer",
-    "Seq2SeqLMOutput", "Summarizer", "Tokenizer", "load_tokenizer", "register_mirror", "resolve_model_dir", "shift_right", "summarize",
-]
+__all__ = sorted([*_EXPORTS, *_TOKENIZER_ALIASES, "summarize"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TOKENIZER_ALIASES:
+        return __getattr__("Tokenizer")
+    if name == "summarize":  # the function, not the submodule of the same name
+        return importlib.import_module("encdec.summarize").summarize
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'encdec' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps `encdec.summarize` the function: importing the submodule of the same name would
+    otherwise rebind the package attribute to the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "summarize" and isinstance(value, types.ModuleType):
+            value = value.summarize
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from encdec.errors import UsageError, not_text
 from encdec.tokenizer import Tokenizer
 
 logger = logging.getLogger("encdec")
@@ -125,27 +126,36 @@ def token_budget_grouped(
 
 
 class EmptyExamples:
-    """Counts records with an empty or missing text or summary; skips them or raises."""
+    """Counts records whose text or summary is empty, missing or not text (a number, a list);
+    skips them or raises."""
 
     def __init__(self, columns: Columns, on_empty: str = "skip") -> None:
         if on_empty not in ("skip", "error"):
-            raise ValueError(f"on_empty={on_empty!r}; use 'skip' or 'error'.")
+            raise UsageError(f"data.on_empty={on_empty!r}: use skip or error.")
         self.columns, self.on_empty, self.count = columns, on_empty, 0
 
     def usable(self, record: dict[str, Any]) -> bool:
-        bad = [c for c in (self.columns.text, self.columns.summary) if not str(record.get(c) or "").strip()]
-        if not bad:
+        problems = [p for p in (self._problem(record, c) for c in (self.columns.text, self.columns.summary)) if p]
+        if not problems:
             return True
         rid = record.get(self.columns.id) if self.columns.id else None
         if self.on_empty == "error":
-            raise ValueError(
-                f"Record {rid!r} has an empty or missing {' and '.join(bad)}. Clean the data, or set "
-                "data.on_empty=skip to skip such records (they are counted and logged)."
+            raise UsageError(
+                f"Record {rid!r}: {' and '.join(problems)}. Clean the data, or set data.on_empty=skip to skip "
+                "such records (they are counted and logged)."
             )
         self.count += 1
         if self.count == 1:
-            logger.warning("Skipping records with an empty text or summary (first: %r); counted in data/skipped.", rid)
+            logger.warning("Skipping records whose text or summary is empty or not text (first: %r: %s); "
+                           "counted in data/skipped.", rid, " and ".join(problems))
         return False
+
+    @staticmethod
+    def _problem(record: dict[str, Any], column: str) -> str | None:
+        value = record.get(column)
+        if not_text(column, value):
+            return not_text(column, value)
+        return None if value and value.strip() else f"column {column!r} is empty or missing"
 
 
 def take_usable(records: Iterator[dict], n: int, empties: EmptyExamples) -> list[dict]:
@@ -204,7 +214,7 @@ class ResumableBatches(IterableDataset):
             produced = yield from self._epoch(stream, fresh, epoch, position, empties, worker)
             if not produced and position is None:
                 raise ValueError(
-                    f"The training stream gave no usable records ({empties.count} skipped as empty); "
+                    f"The training stream gave no usable records ({empties.count} skipped as empty or not text); "
                     "check the data files and the text/summary column names."
                 )
             position, epoch = None, epoch + 1
@@ -270,6 +280,9 @@ class FixedBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         return iter(self.batches)
+
+    def __len__(self) -> int:  # progress bars show "3/6", not "3/--"
+        return len(self.batches)
 
 
 def evaluation_batches(

@@ -76,6 +76,12 @@ def _read_file(path: Path) -> dict[str, Tensor]:
         ) from err
 
 
+def _umask_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_safetensors(state: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write atomically (temp file + rename), so an interrupted save never leaves a broken file."""
     state = {k: v.detach().contiguous().clone() for k, v in state.items()}
@@ -83,6 +89,7 @@ def write_safetensors(state: dict[str, Tensor], path: Path, metadata: dict[str, 
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata or {"format": "pt"})
+        os.chmod(tmp, _umask_file_mode())  # mkstemp makes 0600; other files get the umask's mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -4,14 +4,16 @@
 
 One document per input line (files in order, or stdin), one summary per output line; an empty
 input line gives an empty output line, so lines stay aligned. Options left out keep the model's
-stored generation config.
+stored generation config. --model takes a model folder, a Hub id or a train.py .ckpt. Input that
+is not UTF-8 is decoded with U+FFFD for the bad bytes and named in one warning; a progress line
+goes to stderr when there is more than one batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Iterator, TextIO
+from typing import BinaryIO, Iterator
 
 # CLI flag -> GenerationConfig field; only flags given on the command line override the model's.
 GENERATION_FLAGS = {
@@ -24,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="encdec", description="Encoder-decoder models in plain PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True)
     summarize = commands.add_parser("summarize", help="summarise one document per line")
-    summarize.add_argument("--model", required=True, help="model folder or Hugging Face Hub id")
+    summarize.add_argument("--model", required=True, help="model folder, Hugging Face Hub id or train.py .ckpt")
     summarize.add_argument("files", nargs="*", help="input files (default: stdin)")
     for name, kind in GENERATION_FLAGS.items():
         summarize.add_argument("--" + name.replace("_", "-"), type=kind, default=None, dest=name)
@@ -34,39 +36,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_documents(files: list[str], stdin: TextIO) -> Iterator[str]:
+def read_documents(files: list[str], stdin: BinaryIO) -> list[str]:
+    """The lines of the files (or stdin), decoded as UTF-8; bad bytes become U+FFFD, with one
+    warning naming where."""
+    documents, bad = [], []
     for name in files or ["-"]:
-        stream = stdin if name == "-" else open(name, encoding="utf-8")
+        stream = stdin if name == "-" else open(name, "rb")
         try:
-            yield from (line.rstrip("\r\n") for line in stream)
+            for number, raw in enumerate(stream, 1):
+                documents.append(decode_line(raw, f"{'<stdin>' if name == '-' else name}:{number}", bad))
         finally:
             if stream is not stdin:
                 stream.close()
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        print(f"encdec: warning: not UTF-8 (bad bytes replaced by U+FFFD): {', '.join(bad[:3])}{more}; "
+              "convert the input, e.g. iconv -f latin1 -t utf-8", file=sys.stderr)
+    return documents
+
+
+def decode_line(raw: bytes, where: str, bad: list[str]) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        bad.append(where)
+        text = raw.decode("utf-8", errors="replace")
+    return text.rstrip("\r\n")
 
 
 def run_summarize(args: argparse.Namespace) -> int:
-    from encdec.summarize import Summarizer
+    from encdec.evaluation import Progress, load_summarizer
+    from encdec.preflight import check_device
 
     overrides = {k: getattr(args, k) for k in GENERATION_FLAGS if getattr(args, k) is not None}
     try:
-        summarizer = Summarizer.from_pretrained(
-            args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
-        )
-        documents = list(read_documents(args.files, sys.stdin))
-    except (OSError, ValueError, RuntimeError) as exc:  # bad path, files, device or dtype
+        check_device(args.device, "--device")
+        documents = read_documents(args.files, sys.stdin.buffer)
+        summarizer = load_summarizer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    except Exception as exc:  # bad path, files, device, dtype or checkpoint
         return fail(exc)
+    bar = Progress(len(documents), 0) if len(documents) > args.batch_size else None
     try:
-        summaries = summarizer(documents, **overrides)
+        summaries = summarizer(documents, progress=bar and (lambda done, total: bar.update(done - bar.count)), **overrides)
     except ValueError as exc:  # bad generation settings
         return fail(exc)
+    if bar is not None:
+        sys.stderr.write("\n")
     sys.stdout.write("".join(s + "\n" for s in summaries))
     return 0
 
 
 def fail(exc: Exception) -> int:
-    message = " ".join(str(exc).split())
-    print(f"encdec: error: {message}", file=sys.stderr)
-    return 2
+    """One `encdec: error:` line and status 2 for bad input; anything else keeps its traceback."""
+    from encdec.entry import USAGE_EXIT_STATUS, one_line, unwrap
+
+    exc = unwrap(exc)
+    if not isinstance(exc, (OSError, ValueError, RuntimeError)):
+        raise exc
+    print(f"encdec: error: {one_line(exc)}", file=sys.stderr)
+    return USAGE_EXIT_STATUS
 
 
 def main(argv: list[str] | None = None) -> int:

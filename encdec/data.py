@@ -9,6 +9,7 @@ number of records per rank, the same on every rank, so DDP cannot hang in valida
 from __future__ import annotations
 
 import copy
+import glob
 import logging
 import os
 from pathlib import Path
@@ -22,10 +23,11 @@ from encdec.batching import (
     Columns, EmptyExamples, FixedBatches, PairEncoder, ResumableBatches, evaluation_batches, rotate_rounds,
     take_usable,
 )
+from encdec.errors import UsageError
+from encdec.preflight import file_format, find_bad_json_line
 from encdec.tokenizer import Tokenizer
 
 logger = logging.getLogger("encdec")
-LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 class HubSource:
@@ -72,19 +74,27 @@ class LocalSource:
         import datasets
 
         paths = self._paths(split)
-        builder = _file_format(paths)
-        ds = datasets.load_dataset(builder, data_files={split: paths}, split=split)
+        builder = file_format(paths)
+        try:
+            ds = datasets.load_dataset(builder, data_files={split: paths}, split=split)
+        except Exception as exc:  # name the file and line `datasets` could not read
+            if builder == "json":
+                find_bad_json_line(sorted(p for pattern in paths for p in glob.glob(pattern)))
+            raise UsageError(
+                f"Cannot read the {split!r} files {paths} as one table: {root_cause(exc)}. Every record needs "
+                "the same kind of value in a column (text in the text and summary columns)."
+            ) from exc
         return ds.to_iterable_dataset(num_shards=max(1, min(self.num_shards, len(ds))))
 
     def _paths(self, split: str) -> list[str]:
         if split not in self.files:
-            raise ValueError(f"No files for split {split!r}; data.source.files has {sorted(self.files)}.")
+            raise UsageError(f"No files for split {split!r}: set data.source.files.{split}=PATH (it has {sorted(self.files)}).")
         paths = [str(Path(p).expanduser()) for p in self.files[split]]
         missing = [p for p in paths if not any(c in p for c in "*?[") and not os.path.exists(p)]
         if missing:
-            raise FileNotFoundError(f"Data files not found for split {split!r}: {missing}.")
+            raise UsageError(f"data.source.files.{split}: {', '.join(missing)} does not exist.")
         if all(os.path.isfile(p) and os.path.getsize(p) == 0 for p in paths):
-            raise ValueError(f"Split {split!r} has no examples: its files {paths} are empty.")
+            raise UsageError(f"Split {split!r} has no examples: its files {paths} are empty.")
         return paths
 
     def __repr__(self) -> str:
@@ -104,16 +114,14 @@ class SampleSource(LocalSource):
         super().__init__({split: [str(p)] for split, p in paths.items()}, num_shards)
 
 
+def root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _as_list(paths: Any) -> list[str]:
     return [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
-
-
-def _file_format(paths: list[str]) -> str:
-    suffixes = {Path(p).suffix.lower() for p in paths}
-    formats = {LOCAL_FORMATS.get(s) for s in suffixes}
-    if None in formats or len(formats) != 1:
-        raise ValueError(f"Data files must all be one of {sorted(LOCAL_FORMATS)}; got suffixes {sorted(suffixes)}.")
-    return formats.pop()
 
 
 def check_columns(ds: Any, columns: Columns, where: str) -> None:
@@ -125,7 +133,7 @@ def check_columns(ds: Any, columns: Columns, where: str) -> None:
     missing = {k: v for k, v in wanted.items() if v is not None and v not in present}
     if missing:
         fix = " ".join(f"data.{k}=<column>" for k in missing)
-        raise ValueError(
+        raise UsageError(
             f"{where} has no column {', '.join(map(repr, missing.values()))}; its columns are {present}. "
             f"Name the right ones with {fix}" + (" (id_column may be null)." if "id_column" in missing else ".")
         )
@@ -208,6 +216,12 @@ class Seq2SeqDataModule(LightningDataModule):
         check_columns(ds, self.columns, f"{self.source!r} split {self.splits[split]!r}")
         return ds
 
+    def check_sources(self) -> None:
+        """Open both splits (files, JSON, columns) and build nothing: call it before a trainer
+        exists, so bad data fails before the model is loaded onto devices or validated."""
+        for split in ("train", "validation"):
+            self._open(split)
+
     def setup(self, stage: str | None = None) -> None:
         """Open both splits now so a wrong column, path or offline Hub fails before training."""
         if stage in (None, "fit"):
@@ -230,7 +244,7 @@ class Seq2SeqDataModule(LightningDataModule):
         records = take_usable(iter(self._open("validation")), per_rank * world, empties)
         per_rank = len(records) // world
         if per_rank == 0:
-            raise ValueError(f"The validation split has {len(records)} usable records, fewer than {world} ranks.")
+            raise UsageError(f"The validation split has {len(records)} usable records, fewer than {world} ranks.")
         mine = records[rank : per_rank * world : world]
         return evaluation_batches(mine, self.encoder, self.columns, self.eval_batch_size)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from encdec.errors import UsageError, not_text
 from encdec.rouge import aggregate, format_table, score_pairs, split_sentences
 
 logger = logging.getLogger("encdec")
@@ -42,15 +43,26 @@ def read_examples(
             break
         missing = [c for c in (text_column, summary_column, id_column) if c is not None and c not in record]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"Records have no column {missing}; columns present: {sorted(record)}. Set "
                 "data.text_column / data.summary_column / data.id_column (null for none)."
             )
         ident = str(record[id_column]) if id_column else str(i)
-        examples.append(Example(ident, record[text_column] or "", record[summary_column] or ""))
+        examples.append(Example(ident, text_value(record, text_column, ident), text_value(record, summary_column, ident)))
     if not examples:
-        raise ValueError("The split has no examples to evaluate; check the split name and the data files.")
+        raise UsageError("The split has no examples to evaluate; check the split name and the data files.")
     return examples
+
+
+def text_value(record: dict, column: str, ident: str) -> str:
+    """The record's text in `column`; None counts as empty, anything else but a string is refused."""
+    value = record[column]
+    if not_text(column, value):
+        raise UsageError(
+            f"Record {ident!r}: {not_text(column, value)}; fix the record or name the right column "
+            "(data.text_column / data.summary_column)."
+        )
+    return value or ""
 
 
 def lead3(article: str) -> str:

@@ -32,6 +32,30 @@ def replace_atomically(write: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the `.NAME.PID.tmp` files that replace_atomically leaves when its process was killed
+    mid-write (never those of a process still running)."""
+    removed = []
+    for tmp in folder.glob(".*.*.tmp") if folder.is_dir() else []:
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    if removed:
+        logger.info("Removed %d unfinished checkpoint file(s) of killed runs in %s.", len(removed), folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's own "atomic" save stages the file in the system temp folder and moves it with
     shutil.move, which copies (non-atomically) when /tmp is another filesystem; this stages it
@@ -72,7 +96,9 @@ def wandb_logger(save_dir: str, project: str = "encdec", mode: str | None = None
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     if mode == "offline":
         logger.info("wandb: no credentials found, logging offline under %s (upload later: wandb sync)", save_dir)
-    return WandbLogger(save_dir=save_dir, project=project, mode=mode, **kwargs)
+    run_logger = WandbLogger(save_dir=save_dir, project=project, mode=mode, **kwargs)
+    run_logger._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None; wandb warns it is deprecated
+    return run_logger
 
 
 def log_predictions(trainer: Any, rows: list[dict[str, Any]], step: int) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
 from encdec.generation import decoder_positions
 from encdec.hub import resolve_model_dir
 from encdec.model import EncoderDecoderModel
+from encdec.preflight import check_device
 from encdec.tokenizer import Tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -46,6 +47,7 @@ class Summarizer:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        check_device(device, "device")
         if device is not None or dtype is not None:
             model = model.to(device=device, dtype=parse_dtype(dtype))
         self.model = model.eval()
@@ -66,8 +68,10 @@ class Summarizer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def __call__(self, texts: str | Iterable[str | None], **generation_kwargs: Any) -> list[str]:
-        """One summary per document, in input order; kwargs override the stored generation config."""
+    def __call__(self, texts: str | Iterable[str | None], progress: Callable[[int, int], None] | None = None,
+                 **generation_kwargs: Any) -> list[str]:
+        """One summary per document, in input order; kwargs override the stored generation config.
+        `progress(done, total)` is called after each batch (documents, blank ones included)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         wrong = [i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)]
         if wrong:
@@ -77,10 +81,13 @@ class Summarizer:
         summaries = [""] * len(texts)
         real = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
         order = self._longest_first(real, texts)
+        blank = len(texts) - len(order)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             for i, summary in zip(chunk, self._summarize_batch([texts[i] for i in chunk], generation_kwargs)):
                 summaries[i] = summary
+            if progress is not None:
+                progress(blank + start + len(chunk), len(texts))
         return summaries
 
     def _longest_first(self, indices: list[int], texts: list[Any]) -> list[int]:

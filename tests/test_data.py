@@ -149,7 +149,7 @@ def test_empty_records_are_skipped_and_counted(tmp_path, tokenizer):
 
 def test_empty_records_raise_when_asked(tmp_path, tokenizer):
     dm = datamodule(_with_empties(tmp_path), tokenizer, on_empty="error")
-    with pytest.raises(ValueError, match=r"Record '2' has an empty or missing article.*on_empty=skip"):
+    with pytest.raises(ValueError, match=r"Record '2': column 'article' is empty or missing.*on_empty=skip"):
         dm.setup("fit")
 
 
