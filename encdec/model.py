@@ -15,20 +15,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encdec.bert import BertDecoder, BertStack
+from encdec.backbone import Backbone
 from encdec.checkpoints import (
     Rule, _linear, backbone_rules, canonical_single_model_keys, from_hf, normalize_keys, prefixed,
     read_state_dict, to_hf, write_safetensors,
 )
 from encdec.config import BackboneConfig, EncoderDecoderConfig
 from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig, current_generation_config, generate
-from encdec.gpt2 import GPT2Decoder
 from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
 from encdec.modules import init_weights, padding_mask
 from encdec.packing import PackedMask, Packing
 
 logger = logging.getLogger("encdec")
+
+# State-dict names of earlier encdec versions (BertDecoder's `.stack`, GPT2Decoder's wte/wpe) -> now,
+# so Lightning .ckpt files written before the one-backbone refactor still load and resume.
+_RENAMED = (("decoder.stack.", "decoder."), ("decoder.wte.", "decoder.embeddings.word."),
+            ("decoder.wpe.", "decoder.embeddings.position."))
 
 
 @dataclass
@@ -49,20 +53,14 @@ def shift_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) 
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-def build_decoder(config: BackboneConfig) -> nn.Module:
-    return GPT2Decoder(config) if config.model_type == "gpt2" else BertDecoder(config)
-
-
 class EncoderDecoderModel(nn.Module):
-    """A BERT/RoBERTa encoder and a BERT/RoBERTa/GPT-2 decoder joined by cross-attention."""
+    """An encoder and a decoder `Backbone` (any supported families) joined by cross-attention."""
 
     def __init__(self, config: EncoderDecoderConfig) -> None:
         super().__init__()
-        if config.encoder.model_type == "gpt2":
-            raise ValueError("GPT-2 cannot be the encoder; use BERT or RoBERTa (e.g. bert2gpt2).")
         self.config = config
-        self.encoder = BertStack(config.encoder)
-        self.decoder = build_decoder(config.decoder)
+        self.encoder = Backbone(config.encoder)
+        self.decoder = Backbone(config.decoder)
         self.enc_to_dec_proj = None
         if config.encoder.hidden_size != config.decoder.hidden_size:
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
@@ -71,9 +69,10 @@ class EncoderDecoderModel(nn.Module):
         if config.tie_encoder_decoder:
             self.tie_encoder_decoder()
         self.generation_config = GenerationConfig.from_model_config(config)
+        self.register_load_state_dict_pre_hook(_rename_old_keys)
 
     def init_weights(self) -> None:
-        init_weights(self.encoder, self.config.encoder.initializer_range)
+        self.encoder.init_weights()
         self.decoder.init_weights()
         if self.enc_to_dec_proj is not None:
             init_weights(self.enc_to_dec_proj, self.config.decoder.initializer_range)
@@ -81,12 +80,14 @@ class EncoderDecoderModel(nn.Module):
     def tie_encoder_decoder(self) -> None:
         """BERTShare: the encoder uses the decoder's Parameters wherever both have a weight of that
         name and shape (cross-attention and the LM head stay the decoder's own)."""
-        if not isinstance(self.decoder, BertDecoder) or self.config.encoder.model_type != self.config.decoder.model_type:
+        if self.config.encoder.model_type != self.config.decoder.model_type:
             raise ValueError(
-                "tie_encoder_decoder=True needs the same family on both sides (bert2bert or "
+                "tie_encoder_decoder=True needs the same family on both sides (e.g. bert2bert, "
                 f"roberta2roberta); got {self.config.encoder.model_type}2{self.config.decoder.model_type}."
             )
-        for name, param in self.decoder.stack.named_parameters():
+        for name, param in self.decoder.named_parameters():
+            if name.startswith("head."):
+                continue
             owner_name, _, attr = name.rpartition(".")
             try:
                 owner = self.encoder.get_submodule(owner_name)
@@ -97,8 +98,8 @@ class EncoderDecoderModel(nn.Module):
 
     def gradient_checkpointing_enable(self, enabled: bool = True) -> None:
         """Recompute each layer's activations in backward: less memory for long inputs, ~30% more compute."""
-        for stack in (self.encoder, getattr(self.decoder, "stack", self.decoder)):
-            stack.gradient_checkpointing = enabled
+        for backbone in (self.encoder, self.decoder):
+            backbone.gradient_checkpointing = enabled
 
     # ------------------------------------------------------------------ forward
 
@@ -302,6 +303,15 @@ class EncoderDecoderModel(nn.Module):
         write_safetensors(hf, folder / "model.safetensors")
         self.config.save_pretrained(folder)
         current_generation_config(self).save(folder)
+
+
+def _rename_old_keys(module: nn.Module, state: dict[str, Tensor], prefix: str, *args: Any) -> None:
+    """load_state_dict pre-hook: old key names (`_RENAMED`) under `prefix` become current ones."""
+    for key in [k for k in state if k.startswith(prefix)]:
+        for old, new in _RENAMED:
+            if key.startswith(prefix + old):
+                state[prefix + new + key[len(prefix + old):]] = state.pop(key)
+                break
 
 
 def _hidden_of(encoder_outputs: Any) -> Tensor:

@@ -15,6 +15,7 @@ import torch
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
+from encdec.config import max_positions_of
 from encdec.hub import resolve_model_dir
 
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
@@ -134,12 +135,7 @@ def _max_length(folder: Path, config: dict[str, Any]) -> int:
     value = config.get("model_max_length")
     if isinstance(value, (int, float)) and 0 < value < 1_000_000:
         return int(value)
-    model_config = _read_json(folder / "config.json")
-    positions = model_config.get("n_positions") or model_config.get("max_position_embeddings")
-    if not positions:
-        return DEFAULT_MAX_LENGTH
-    offset = 2 if "roberta" in str(model_config.get("model_type", "")) else 0  # pad + 1 start
-    return int(positions) - offset
+    return max_positions_of(_read_json(folder / "config.json")) or DEFAULT_MAX_LENGTH
 
 
 def _as_rows(ids: Any) -> list[list[int]]:

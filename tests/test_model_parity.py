@@ -75,8 +75,8 @@ def test_bertshare_shares_parameters():
 
     model = EncoderDecoderModel(encdec_config("bertshare"))
     enc_qkv = model.encoder.layers[0].self_attn.qkv.weight
-    assert enc_qkv is model.decoder.stack.layers[0].self_attn.qkv.weight
-    assert model.encoder.embeddings.word.weight is model.decoder.stack.embeddings.word.weight
+    assert enc_qkv is model.decoder.layers[0].self_attn.qkv.weight
+    assert model.encoder.embeddings.word.weight is model.decoder.embeddings.word.weight
     shared = {id(p) for p in model.encoder.parameters()} & {id(p) for p in model.decoder.parameters()}
     assert len(shared) > 10
     assert model.encoder.pooler.weight is not None  # the encoder's own
@@ -86,4 +86,4 @@ def test_bertshare_tied_after_reload(tmp_path):
     ref = reference_model("bertshare")
     ref.save_pretrained(tmp_path)
     ours = EncoderDecoderModel.from_pretrained(tmp_path)
-    assert ours.encoder.layers[1].mlp.fc_in.weight is ours.decoder.stack.layers[1].mlp.fc_in.weight
+    assert ours.encoder.layers[1].mlp.fc_in.weight is ours.decoder.layers[1].mlp.fc_in.weight
