@@ -249,15 +249,18 @@ class EncoderDecoderModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, config: EncoderDecoderConfig | None = None
+        cls, name_or_path: str | os.PathLike, config: EncoderDecoderConfig | None = None, strict: bool = True
     ) -> EncoderDecoderModel:
-        """Load a folder written by `save_pretrained` here or in transformers (or a Hub id)."""
+        """Load a folder written by `save_pretrained` here or in transformers (or a Hub id). A weight
+        the model expects and the file lacks is an error (`strict=False`: a loud warning, and the
+        weight stays random): a full checkpoint is not a warm start."""
         folder = resolve_model_dir(name_or_path)
         model = cls(config or EncoderDecoderConfig.from_pretrained(folder))
         hf = normalize_keys(read_state_dict(folder))
-        state, missing, unused = from_hf(hf, model.hf_rules())
+        rules = model.hf_rules()
+        state, missing, unused = from_hf(hf, rules)
         load_checked(model, state, source=str(folder))
-        _report(missing, unused, str(folder))
+        _check_complete(model, rules, _untied(model, missing, state), unused, str(folder), strict)
         if model.config.tie_encoder_decoder:
             model.tie_encoder_decoder()
         if (folder / GENERATION_CONFIG_NAME).is_file():
@@ -370,6 +373,34 @@ def load_checked(module: nn.Module, state: dict[str, Tensor], source: str) -> No
             "saved with them, or drop the overrides that change sizes."
         )
     module.load_state_dict(state, strict=False)
+
+
+def _untied(model: nn.Module, missing: list[str], loaded: dict[str, Tensor]) -> list[str]:
+    """Missing keys less tied duplicates: a shared Parameter (tie_encoder_decoder) loaded under
+    its other name is not missing."""
+    params = model.state_dict(keep_vars=True)
+    loaded_ids = {id(params[k]) for k in loaded if k in params}
+    return [k for k in missing if id(params.get(k)) not in loaded_ids]
+
+
+def _check_complete(
+    model: nn.Module, rules: list[Rule], missing: list[str], unused: list[str], source: str, strict: bool
+) -> None:
+    """A full checkpoint must hold every weight: name what is absent in the file's own key names."""
+    if unused:
+        logger.warning("Weights in %s that this model does not use: %s", source, ", ".join(collapse_layer_indices(unused)))
+    if not missing:
+        return
+    theirs = {r.ours: r.theirs for r in rules}
+    names = ", ".join(collapse_layer_indices([t for k in missing for t in theirs[k]]))
+    if strict:
+        raise ValueError(
+            f"{source} lacks weights this model needs: {names}. The config.json does not describe this file "
+            "(another family or size?): fix its model_type / sizes, or pass strict=False to load anyway "
+            "with these weights random."
+        )
+    logger.warning("%s\nstrict=False: %s lacks %s; they stay RANDOM, the model is not the saved one.\n%s",
+                   "!" * 80, source, names, "!" * 80)
 
 
 def _report(new: list[str], unused: list[str], source: str) -> None:
