@@ -1,23 +1,17 @@
 """SentencePiece folders (spiece.model, sentencepiece.bpe.model) give transformers' ids, special
 tokens and decoded text, on real SentencePiece models trained here on a few hundred lines."""
 
-import io
 import json
-import random
 
 import pytest
 
 from encdec import load_tokenizer
 from encdec.sentencepiece import CONTROL, read_spm_model
+from tiny_models import BERT_GENERATION_IDS, train_sentencepiece
 
 spm = pytest.importorskip("sentencepiece")
 transformers = pytest.importorskip("transformers")
 
-WORDS = (
-    "the a house river müde straße café naïve über école garçon sind sie möchten kaffee woche einen mit mir "
-    "diese would you like to grab coffee week 2024 3.5 % hello world ! ? , . élan déjà zoë Größe résumé fox"
-).split()
-SYLLABLES = "ka ro mi lä sch ter ung en über ca fé ni ço ß an de la qu ix tra po ne".split()
 TEXTS = [
     "Would you like to grab a coffee with me this week?",
     "  Größe   der  straße, déjà vu!  ",  # extra spaces, accents
@@ -28,28 +22,10 @@ TEXTS = [
 ]
 
 
-def corpus(lines: int = 400, seed: int = 0) -> list[str]:
-    r = random.Random(seed)
-
-    def word() -> str:
-        return r.choice(WORDS) if r.random() < 0.6 else "".join(r.choice(SYLLABLES) for _ in range(r.randint(1, 4)))
-
-    return [" ".join(word() for _ in range(r.randint(3, 14))) for _ in range(lines)]
-
-
-def train(model_type: str, **ids) -> bytes:
-    out = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus()), model_writer=out, vocab_size=200, hard_vocab_limit=False,
-        model_type=model_type, character_coverage=1.0, num_threads=1, minloglevel=2, **ids,
-    )
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def models():
     # bert-generation checkpoints put pad, eos, bos at 0, 1, 2 (their config.json says so)
-    return {(kind, ids): train(kind, **(dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3) if ids == "bertgen" else {}))
+    return {(kind, ids): train_sentencepiece(kind, **(BERT_GENERATION_IDS if ids == "bertgen" else {}))
             for kind in ("unigram", "bpe") for ids in ("bertgen", "default")}
 
 

@@ -3,6 +3,9 @@ and in encdec, with weights moved through a saved folder."""
 
 from __future__ import annotations
 
+import io
+import random
+
 import torch
 
 TINY_BERT = dict(
@@ -125,3 +128,42 @@ def train_losses(model, batch: dict, steps: int, lr: float, **forward_kwargs) ->
         optimizer.zero_grad()
         losses.append(loss.item())
     return losses
+
+
+# ---------------------------------------------------------------- tokenizers for tiny folders
+
+WORDS = (
+    "the a house river müde straße café naïve über école garçon sind sie möchten kaffee woche einen mit mir "
+    "diese would you like to grab coffee week 2024 3.5 % hello world ! ? , . élan déjà zoë Größe résumé fox"
+).split()
+SYLLABLES = "ka ro mi lä sch ter ung en über ca fé ni ço ß an de la qu ix tra po ne".split()
+BERT_GENERATION_IDS = dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3)  # as bert-generation checkpoints
+
+
+def corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """A few hundred lines of words and made-up words (accents included) to train SentencePiece on."""
+    r = random.Random(seed)
+
+    def word() -> str:
+        return r.choice(WORDS) if r.random() < 0.6 else "".join(r.choice(SYLLABLES) for _ in range(r.randint(1, 4)))
+
+    return [" ".join(word() for _ in range(r.randint(3, 14))) for _ in range(lines)]
+
+
+def train_sentencepiece(model_type: str = "unigram", **ids) -> bytes:
+    """A real SentencePiece model (the .model file's bytes), ~200 pieces."""
+    import sentencepiece
+
+    out = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus()), model_writer=out, vocab_size=200, hard_vocab_limit=False,
+        model_type=model_type, character_coverage=1.0, num_threads=1, minloglevel=2, **ids,
+    )
+    return out.getvalue()
+
+
+def write_vocab_txt(folder) -> int:
+    """A small WordPiece vocab.txt (BERT's special tokens first); returns its size."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w.lower() for w in WORDS}), "##s", "##ed"]
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    return len(tokens)
