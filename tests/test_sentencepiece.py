@@ -17,6 +17,7 @@ TEXTS = [
     "  Größe   der  straße, déjà vu!  ",  # extra spaces, accents
     "zoë\tand\nxylophone ♥ 漢字",  # tabs, newlines, characters the model never saw
     "<s> hello </s> world",  # special tokens written in the text
+    "hello<mask> world <pad>",
     "",
     "UPPER case Fox",
 ]
