@@ -73,7 +73,10 @@ class Embeddings(nn.Module):
             raise ValueError(
                 f"token_type_ids were passed, but {self.model_type} has no token-type embeddings; drop them."
             )
-        positions = self.position_ids(input_ids, past_length) if position_ids is None else position_ids.expand_as(input_ids)
+        if position_ids is None:
+            positions = self.position_ids(input_ids, past_length)
+        else:
+            positions = position_ids.expand_as(input_ids)
         if packing is not None:
             input_ids, positions = packing.pack(input_ids), packing.pack(positions)
             token_type_ids = None if token_type_ids is None else packing.pack(token_type_ids)

@@ -9,8 +9,10 @@ transposed where GPT-2 stores Conv1D weights as (in, out).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,11 @@ from typing import Callable
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from encdec.config import BackboneConfig
+
+logger = logging.getLogger("encdec")
 
 WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
@@ -189,7 +193,9 @@ LAYOUTS: dict[str, Layout] = {
         "head.bias": "generator_lm_head.bias", "head.weight": "generator_lm_head.weight",
     }),
     "distilbert": Layout("distilbert.", _distilbert_layer, _BERT_EMBEDDINGS),
-    "gpt2": Layout("transformer.", _gpt2_layer, {"word": "wte", "position": "wpe"}, {"head.weight": "lm_head.weight"}, "ln_f"),
+    "gpt2": Layout(
+        "transformer.", _gpt2_layer, {"word": "wte", "position": "wpe"}, {"head.weight": "lm_head.weight"}, "ln_f"
+    ),
 }
 
 
@@ -304,3 +310,62 @@ def _rename_gamma_beta(key: str) -> str:
     if key.endswith(".beta"):
         return key[: -len(".beta")] + ".bias"
     return key
+
+
+# ---------------------------------------------------------------- loading into a model, and what it reports
+
+
+def load_checked(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """load_state_dict with a readable error when shapes disagree with the config."""
+    own = module.state_dict()
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(
+            f"Weights in {source} do not fit the config ({len(bad)} tensors), e.g. "
+            + "; ".join(bad[:4]) + ". The config.json does not describe these weights: use the config "
+            "saved with them, or drop the overrides that change sizes."
+        )
+    module.load_state_dict(state, strict=False)
+
+
+def untied(model: nn.Module, missing: list[str], loaded: dict[str, Tensor]) -> list[str]:
+    """Missing keys less tied duplicates: a shared Parameter (tie_encoder_decoder) loaded under
+    its other name is not missing."""
+    params = model.state_dict(keep_vars=True)
+    loaded_ids = {id(params[k]) for k in loaded if k in params}
+    return [k for k in missing if id(params.get(k)) not in loaded_ids]
+
+
+def check_complete(rules: list[Rule], missing: list[str], unused: list[str], source: str, strict: bool) -> None:
+    """A full checkpoint must hold every weight: name what is absent in the file's own key names."""
+    if unused:
+        logger.warning("Weights in %s that this model does not use: %s", source,
+                       ", ".join(collapse_layer_indices(unused)))
+    if not missing:
+        return
+    theirs = {r.ours: r.theirs for r in rules}
+    names = ", ".join(collapse_layer_indices([t for k in missing for t in theirs[k]]))
+    if strict:
+        raise ValueError(
+            f"{source} lacks weights this model needs: {names}. The config.json does not describe this file "
+            "(another family or size?): fix its model_type / sizes, or pass strict=False to load anyway "
+            "with these weights random."
+        )
+    logger.warning("%s\nstrict=False: %s lacks %s; they stay RANDOM, the model is not the saved one.\n%s",
+                   "!" * 80, source, names, "!" * 80)
+
+
+def report_warm_start(new: list[str], unused: list[str], source: str) -> None:
+    if new:
+        logger.info(
+            "Newly initialised from scratch (expected for cross-attention when warm-starting; train "
+            "before use): %s", ", ".join(collapse_layer_indices(new)),
+        )
+    if unused:
+        logger.info("Weights in %s that this model does not use: %s", source, ", ".join(collapse_layer_indices(unused)))
+
+
+def collapse_layer_indices(keys: list[str]) -> list[str]:
+    """'layers.0.x', 'layers.1.x' -> 'layers.*.x', so a report lists each kind of weight once."""
+    return list(dict.fromkeys(re.sub(r"\.(\d+)\.", ".*.", k) for k in keys))

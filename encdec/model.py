@@ -4,9 +4,7 @@ weights in and out of Hugging Face folders."""
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,8 @@ from torch import Tensor, nn
 
 from encdec.backbone import Backbone
 from encdec.checkpoints import (
-    Rule, _linear, backbone_rules, canonical_single_model_keys, from_hf, normalize_keys, prefixed,
-    read_state_dict, to_hf, write_safetensors,
+    Rule, _linear, backbone_rules, canonical_single_model_keys, check_complete, from_hf, load_checked,
+    normalize_keys, prefixed, read_state_dict, report_warm_start, to_hf, untied, write_safetensors,
 )
 from encdec.config import BackboneConfig, EncoderDecoderConfig
 from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig, current_generation_config, generate
@@ -26,8 +24,6 @@ from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
 from encdec.modules import init_weights, padding_mask
 from encdec.packing import PackedMask, Packing
-
-logger = logging.getLogger("encdec")
 
 # State-dict names of earlier encdec versions (BertDecoder's `.stack`, GPT2Decoder's wte/wpe) -> now,
 # so Lightning .ckpt files written before the one-backbone refactor still load and resume.
@@ -171,7 +167,9 @@ class EncoderDecoderModel(nn.Module):
         unpadded sources; the decoder only positions that carry a label or serve as a key."""
         encoder_hidden = None if encoder_outputs is None else _hidden_of(encoder_outputs)
         grid = input_ids if input_ids is not None else encoder_hidden[..., 0]
-        source = Packing.from_mask(torch.ones_like(grid, dtype=torch.bool) if attention_mask is None else attention_mask)
+        source = Packing.from_mask(
+            torch.ones_like(grid, dtype=torch.bool) if attention_mask is None else attention_mask
+        )
         if encoder_hidden is None:
             packed_source = self.encoder(input_ids, attention_mask, token_type_ids, packing=source)  # (N_src, C)
         else:
@@ -260,7 +258,7 @@ class EncoderDecoderModel(nn.Module):
         rules = model.hf_rules()
         state, missing, unused = from_hf(hf, rules)
         load_checked(model, state, source=str(folder))
-        _check_complete(model, rules, _untied(model, missing, state), unused, str(folder), strict)
+        check_complete(rules, untied(model, missing, state), unused, str(folder), strict)
         if model.config.tie_encoder_decoder:
             model.tie_encoder_decoder()
         if (folder / GENERATION_CONFIG_NAME).is_file():
@@ -293,7 +291,7 @@ class EncoderDecoderModel(nn.Module):
             unused += [f"{side} checkpoint: {k}" for k in side_unused]
         if model.enc_to_dec_proj is not None:
             new += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
-        _report(new, unused, "the pretrained encoder and decoder")
+        report_warm_start(new, unused, "the pretrained encoder and decoder")
         if config.tie_encoder_decoder:
             model.tie_encoder_decoder()
         return model.eval()
@@ -359,60 +357,3 @@ def _read_backbone_config(folder: Path, overrides: dict[str, Any]) -> BackboneCo
             raise TypeError(f"Unknown config field {key!r}; known fields: {sorted(known - {'extra'})}.")
         setattr(config, key, value)
     return config
-
-
-def load_checked(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """load_state_dict with a readable error when shapes disagree with the config."""
-    own = module.state_dict()
-    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-           for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise ValueError(
-            f"Weights in {source} do not fit the config ({len(bad)} tensors), e.g. "
-            + "; ".join(bad[:4]) + ". The config.json does not describe these weights: use the config "
-            "saved with them, or drop the overrides that change sizes."
-        )
-    module.load_state_dict(state, strict=False)
-
-
-def _untied(model: nn.Module, missing: list[str], loaded: dict[str, Tensor]) -> list[str]:
-    """Missing keys less tied duplicates: a shared Parameter (tie_encoder_decoder) loaded under
-    its other name is not missing."""
-    params = model.state_dict(keep_vars=True)
-    loaded_ids = {id(params[k]) for k in loaded if k in params}
-    return [k for k in missing if id(params.get(k)) not in loaded_ids]
-
-
-def _check_complete(
-    model: nn.Module, rules: list[Rule], missing: list[str], unused: list[str], source: str, strict: bool
-) -> None:
-    """A full checkpoint must hold every weight: name what is absent in the file's own key names."""
-    if unused:
-        logger.warning("Weights in %s that this model does not use: %s", source, ", ".join(collapse_layer_indices(unused)))
-    if not missing:
-        return
-    theirs = {r.ours: r.theirs for r in rules}
-    names = ", ".join(collapse_layer_indices([t for k in missing for t in theirs[k]]))
-    if strict:
-        raise ValueError(
-            f"{source} lacks weights this model needs: {names}. The config.json does not describe this file "
-            "(another family or size?): fix its model_type / sizes, or pass strict=False to load anyway "
-            "with these weights random."
-        )
-    logger.warning("%s\nstrict=False: %s lacks %s; they stay RANDOM, the model is not the saved one.\n%s",
-                   "!" * 80, source, names, "!" * 80)
-
-
-def _report(new: list[str], unused: list[str], source: str) -> None:
-    if new:
-        logger.info(
-            "Newly initialised from scratch (expected for cross-attention when warm-starting; train "
-            "before use): %s", ", ".join(collapse_layer_indices(new)),
-        )
-    if unused:
-        logger.info("Weights in %s that this model does not use: %s", source, ", ".join(collapse_layer_indices(unused)))
-
-
-def collapse_layer_indices(keys: list[str]) -> list[str]:
-    """'layers.0.x', 'layers.1.x' -> 'layers.*.x', so a report lists each kind of weight once."""
-    return list(dict.fromkeys(re.sub(r"\.(\d+)\.", ".*.", k) for k in keys))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 SPM_FILES = ("spiece.model", "sentencepiece.bpe.model")
@@ -187,9 +187,21 @@ def spm_backend(spm: SpmModel, layout: Layout) -> Backend:
     return backend
 
 
-def control_pieces(spm: SpmModel, layout: Layout) -> list[str]:
-    """Pieces SentencePiece never splits from text and drops when decoding: its control tokens."""
-    return [p for p, _, kind in spm.pieces[layout.skip:] if kind == CONTROL]
+def load_spm_folder(
+    folder: Path, tokenizer_class: str | None, model_type: str | None
+) -> tuple[Backend, Layout, Path] | None:
+    """The folder's SentencePiece model as a pipeline in its family's layout (and the layout and
+    file), or None when the folder has none. Control pieces become special tokens: SentencePiece
+    never splits them from text and drops them when decoding."""
+    path = next((folder / name for name in SPM_FILES if (folder / name).is_file()), None)
+    if path is None:
+        return None
+    layout = spm_layout(tokenizer_class, model_type, folder)
+    spm = read_spm_model(path)
+    backend = spm_backend(spm, layout)
+    control = [p for p, _, kind in spm.pieces[layout.skip:] if kind == CONTROL]
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
+    return backend, layout, path
 
 
 def _normalizer(spm: SpmModel) -> normalizers.Normalizer:

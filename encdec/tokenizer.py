@@ -18,7 +18,7 @@ from tokenizers import Tokenizer as Backend
 
 from encdec.config import max_positions_of
 from encdec.hub import resolve_model_dir
-from encdec.sentencepiece import SPM_FILES, Layout, control_pieces, read_spm_model, spm_backend, spm_layout
+from encdec.sentencepiece import SPM_FILES, Layout, load_spm_folder, spm_layout
 
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Tokens a role takes when no config names one and the vocabulary holds it (BERT, RoBERTa, GPT-2).
@@ -110,15 +110,8 @@ def _byte_level_bpe(folder: Path, config: dict[str, Any], family: str) -> Backen
 
 
 def _sentencepiece(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layout, Path] | None:
-    """The folder's SentencePiece model in its family's id layout, or None without one."""
-    path = next((folder / name for name in SPM_FILES if (folder / name).is_file()), None)
-    if path is None:
-        return None
-    layout = spm_layout(config.get("tokenizer_class"), _read_json(folder / "config.json").get("model_type"), folder)
-    spm = read_spm_model(path)
-    backend = spm_backend(spm, layout)
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control_pieces(spm, layout)])
-    return backend, layout, path
+    model_type = _read_json(folder / "config.json").get("model_type")
+    return load_spm_folder(folder, config.get("tokenizer_class"), model_type)
 
 
 def _add_saved_tokens(backend: Backend, config: dict[str, Any]) -> Backend:
@@ -144,14 +137,14 @@ def _build_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layou
 
 
 def _reads_spm_first(config: dict[str, Any]) -> bool:
+    """transformers' slow SentencePiece classes read the .model even beside a tokenizer.json."""
     layout = spm_layout(config.get("tokenizer_class"), None)
     return layout is not None and layout.slow
 
 
 def _rebuild_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layout | None, Path | None]:
     """The pipeline from vocab.txt, vocab.json + merges.txt or a SentencePiece model (then also its
-    layout and file). transformers' slow SentencePiece classes read the .model even beside a
-    tokenizer.json, and so do we."""
+    layout and file)."""
     if _reads_spm_first(config) and (built := _sentencepiece(folder, config)):
         return built
     if (folder / "vocab.txt").is_file():
@@ -251,13 +244,16 @@ class Tokenizer:
         allowed = {f"{role}_token" for role in ROLES}
         unknown = sorted(set(special_tokens) - allowed)
         if unknown:
-            raise TypeError(f"Unknown tokenizer argument(s) {unknown}; the special-token overrides are {sorted(allowed)}.")
+            raise TypeError(
+                f"Unknown tokenizer argument(s) {unknown}; the special-token overrides are {sorted(allowed)}."
+            )
         folder = resolve_model_dir(name_or_path, revision)
         config = {**read_tokenizer_config(folder), **special_tokens}
         backend, layout, spm_file = _build_backend(folder, config)
+        vocab = backend.get_vocab(with_added_tokens=True)
         return cls(
             backend,
-            special_tokens=_special_tokens(config, backend.get_vocab(with_added_tokens=True), layout.specials if layout else {}),
+            special_tokens=_special_tokens(config, vocab, layout.specials if layout else {}),
             model_max_length=_max_length(folder, config),
             clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
             config=config,

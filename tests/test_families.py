@@ -1,6 +1,7 @@
 """The further checkpoint families (bert-generation, XLM-R, CamemBERT, ELECTRA, DistilBERT) and mixed
-pairs: the same logits, loss and generated tokens as transformers on tiny random models, and folders
-that move both ways with no missing or unexpected keys."""
+pairs: the same packed training loss and generated tokens as transformers on tiny random models
+with spread weights, warm start from single-model folders, family-specific parts. (Logits, loss and
+folders both ways: tests/test_model_parity.py, which runs every pair.)"""
 
 import pytest
 import torch
@@ -26,31 +27,11 @@ def _forward(model, batch, **kwargs):
         return model(**batch, **kwargs)
 
 
-def test_logits_and_loss_match_transformers(pair):
-    name, ref, ours = pair
-    batch = padded_batch(name)
-    expected, got = _forward(ref, batch), _forward(ours, batch)
-    torch.testing.assert_close(got.logits, expected.logits, atol=1e-4, rtol=0)
-    torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=0)
-    torch.testing.assert_close(got.encoder_last_hidden_state, expected.encoder_last_hidden_state, atol=1e-4, rtol=0)
-
-
 def test_packed_training_loss_matches_transformers(pair):
     """The training fast path (packed tokens: positions, token types and projections per token)."""
     name, ref, ours = pair
     batch = padded_batch(name)
     torch.testing.assert_close(_forward(ours, batch, return_logits=False).loss, _forward(ref, batch).loss, atol=1e-5, rtol=0)
-
-
-def test_our_folder_loads_in_transformers_and_back(pair, tmp_path):
-    name, ref, ours = pair
-    ours.save_pretrained(tmp_path)
-    loaded, info = transformers.EncoderDecoderModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert not any(info.values()), info
-    again = EncoderDecoderModel.from_pretrained(tmp_path)
-    batch = padded_batch(name)
-    torch.testing.assert_close(_forward(loaded.eval(), batch).logits, _forward(ours, batch).logits, atol=1e-4, rtol=0)
-    torch.testing.assert_close(_forward(again, batch).logits, _forward(ours, batch).logits, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("setting", [
