@@ -105,3 +105,12 @@ def test_warm_start_from_single_model_folders_matches_transformers(model_type, k
     assert len(compared) > 20
     for key in compared:
         torch.testing.assert_close(got[key], expected[key], msg=key)
+
+
+def test_distilbert_sinusoidal_positions_match_transformers():
+    config = transformers.DistilBertConfig(**TINY_DISTILBERT, sinusoidal_pos_embds=True)
+    expected = transformers.DistilBertModel(config).embeddings.position_embeddings.weight
+    ours = EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(
+        DistilBertConfig(**TINY_DISTILBERT, sinusoidal_pos_embds=True), encdec_config("distilbert2bert").decoder,
+    ))
+    torch.testing.assert_close(ours.encoder.embeddings.position.weight, expected, atol=1e-6, rtol=0)
