@@ -1,6 +1,7 @@
 """Weight files and the Hugging Face key maps.
 
-Our modules keep their own short names; HF names exist only in the tables below. A `Rule` maps one
+Our modules keep their own short names; HF names exist only in the `LAYOUTS` table, one row per
+family. A `Rule` maps one
 of our tensors to one or more HF tensors (BERT's separate query/key/value become our fused `qkv`),
 transposed where GPT-2 stores Conv1D weights as (in, out).
 """
@@ -8,18 +9,23 @@ transposed where GPT-2 stores Conv1D weights as (in, out).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
+import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from encdec.config import BackboneConfig
+
+logger = logging.getLogger("encdec")
 
 WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
@@ -28,7 +34,7 @@ WEIGHT_FILES = (
 _DERIVED_SUFFIXES = (
     "position_ids", "embeddings.token_type_ids", "attn.bias", "attn.masked_bias",
     "crossattention.bias", "crossattention.masked_bias",
-    "cls.predictions.decoder.weight", "lm_head.decoder.weight", "lm_head.weight",
+    "cls.predictions.decoder.weight", "lm_head.decoder.weight", "lm_head.weight", "generator_lm_head.weight",
 )
 
 
@@ -126,72 +132,119 @@ def _bert_layer(i: int, p: str, cross: bool) -> list[Rule]:
     return rules
 
 
-def _bert_stack(config: BackboneConfig, p: str, ours: str) -> list[Rule]:
-    rules = [
-        Rule("embeddings.word.weight", (f"{p}embeddings.word_embeddings.weight",)),
-        Rule("embeddings.position.weight", (f"{p}embeddings.position_embeddings.weight",)),
-        Rule("embeddings.token_type.weight", (f"{p}embeddings.token_type_embeddings.weight",)),
-        *_linear("embeddings.norm", f"{p}embeddings.LayerNorm"),
-    ]
-    for i in range(config.num_hidden_layers):
-        rules += _bert_layer(i, p, config.add_cross_attention)
-    if not config.is_decoder:
-        rules += _linear("pooler", f"{p}pooler.dense")
-    return [Rule(ours + r.ours, r.theirs, r.transpose) for r in rules]
-
-
-def _bert_head(config: BackboneConfig) -> list[Rule]:
-    if config.model_type == "roberta":
-        return [*_linear("head.dense", "lm_head.dense"), *_linear("head.norm", "lm_head.layer_norm"),
-                Rule("head.bias", ("lm_head.bias",))]
+def _distilbert_layer(i: int, p: str, cross: bool) -> list[Rule]:
+    h, o = f"{p}transformer.layer.{i}.", f"layers.{i}."
     return [
-        *_linear("head.dense", "cls.predictions.transform.dense"),
-        *_linear("head.norm", "cls.predictions.transform.LayerNorm"),
-        Rule("head.bias", ("cls.predictions.bias",)),
+        *_linear(o + "self_attn.qkv", *(f"{h}attention.{n}_lin" for n in ("q", "k", "v"))),
+        *_linear(o + "self_attn.out", h + "attention.out_lin"),
+        *_linear(o + "self_attn_norm", h + "sa_layer_norm"),
+        *_linear(o + "mlp.fc_in", h + "ffn.lin1"),
+        *_linear(o + "mlp.fc_out", h + "ffn.lin2"),
+        *_linear(o + "mlp_norm", h + "output_layer_norm"),
     ]
 
 
-def _gpt2(config: BackboneConfig) -> list[Rule]:
+def _gpt2_layer(i: int, p: str, cross: bool) -> list[Rule]:
+    h, o = f"{p}h.{i}.", f"layers.{i}."
     rules = [
-        Rule("wte.weight", ("transformer.wte.weight",)),
-        Rule("wpe.weight", ("transformer.wpe.weight",)),
-        *_linear("final_norm", "transformer.ln_f"),
+        *_linear(o + "self_attn_norm", h + "ln_1"),
+        *_linear(o + "self_attn.qkv", h + "attn.c_attn", transpose=True),
+        *_linear(o + "self_attn.out", h + "attn.c_proj", transpose=True),
+        *_linear(o + "mlp_norm", h + "ln_2"),
+        *_linear(o + "mlp.fc_in", h + "mlp.c_fc", transpose=True),
+        *_linear(o + "mlp.fc_out", h + "mlp.c_proj", transpose=True),
     ]
-    for i in range(config.num_hidden_layers):
-        h, o = f"transformer.h.{i}.", f"layers.{i}."
+    if cross:
         rules += [
-            *_linear(o + "self_attn_norm", h + "ln_1"),
-            *_linear(o + "self_attn.qkv", h + "attn.c_attn", transpose=True),
-            *_linear(o + "self_attn.out", h + "attn.c_proj", transpose=True),
-            *_linear(o + "mlp_norm", h + "ln_2"),
-            *_linear(o + "mlp.fc_in", h + "mlp.c_fc", transpose=True),
-            *_linear(o + "mlp.fc_out", h + "mlp.c_proj", transpose=True),
+            *_linear(o + "cross_attn_norm", h + "ln_cross_attn"),
+            *_linear(o + "cross_attn.q", h + "crossattention.q_attn", transpose=True),
+            *_linear(o + "cross_attn.kv", h + "crossattention.c_attn", transpose=True),
+            *_linear(o + "cross_attn.out", h + "crossattention.c_proj", transpose=True),
         ]
-        if config.add_cross_attention:
-            rules += [
-                *_linear(o + "cross_attn_norm", h + "ln_cross_attn"),
-                *_linear(o + "cross_attn.q", h + "crossattention.q_attn", transpose=True),
-                *_linear(o + "cross_attn.kv", h + "crossattention.c_attn", transpose=True),
-                *_linear(o + "cross_attn.out", h + "crossattention.c_proj", transpose=True),
-            ]
     return rules
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one family keeps each tensor in transformers' checkpoints."""
+
+    base: str  # the attribute transformers' *ForCausalLM keeps the base model under
+    layer: Callable[[int, str, bool], list[Rule]]  # rules of layer i (HF prefix, cross-attention)
+    embeddings: dict[str, str]  # our embeddings part -> HF module, relative to the base model
+    head: dict[str, str] = field(default_factory=dict)  # our head tensor -> HF name (decoders)
+    final_norm: str = ""  # HF module of a final LayerNorm, relative to the base model
+
+
+_BERT_EMBEDDINGS = {
+    "word": "embeddings.word_embeddings", "position": "embeddings.position_embeddings",
+    "token_type": "embeddings.token_type_embeddings", "norm": "embeddings.LayerNorm", "project": "embeddings_project",
+}
+_ROBERTA = Layout("roberta.", _bert_layer, _BERT_EMBEDDINGS, {
+    "head.dense": "lm_head.dense", "head.norm": "lm_head.layer_norm", "head.bias": "lm_head.bias",
+    "head.weight": "lm_head.decoder.weight",
+})
+# One key map per family: the only place transformers' parameter names live.
+LAYOUTS: dict[str, Layout] = {
+    "bert": Layout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
+        "head.dense": "cls.predictions.transform.dense", "head.norm": "cls.predictions.transform.LayerNorm",
+        "head.bias": "cls.predictions.bias", "head.weight": "cls.predictions.decoder.weight",
+    }),
+    "roberta": _ROBERTA,
+    "xlm-roberta": _ROBERTA,
+    "camembert": _ROBERTA,
+    "bert-generation": Layout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
+        "head.bias": "lm_head.bias", "head.weight": "lm_head.decoder.weight",
+    }),
+    "electra": Layout("electra.", _bert_layer, _BERT_EMBEDDINGS, {
+        "head.dense": "generator_predictions.dense", "head.norm": "generator_predictions.LayerNorm",
+        "head.bias": "generator_lm_head.bias", "head.weight": "generator_lm_head.weight",
+    }),
+    "distilbert": Layout("distilbert.", _distilbert_layer, _BERT_EMBEDDINGS),
+    "gpt2": Layout(
+        "transformer.", _gpt2_layer, {"word": "wte", "position": "wpe"}, {"head.weight": "lm_head.weight"}, "ln_f"
+    ),
+}
 
 
 def base_prefix(config: BackboneConfig) -> str:
     """The attribute transformers' LM-head class keeps its base model under."""
-    return {"bert": "bert.", "roberta": "roberta.", "gpt2": "transformer."}[config.model_type]
+    return LAYOUTS[config.model_type].base
 
 
 def backbone_rules(config: BackboneConfig) -> list[Rule]:
-    """Rules between our backbone module and transformers' BertModel (encoder) or
-    *LMHeadModel (decoder) layout."""
-    if config.model_type == "gpt2":
-        if not config.is_decoder:
-            raise ValueError("GPT-2 is supported as a decoder only; pick a BERT or RoBERTa encoder.")
-        return _gpt2(config)
-    if not config.is_decoder:
-        return _bert_stack(config, "", "")
-    return _bert_stack(config, base_prefix(config), "stack.") + _bert_head(config)
+    """Rules between our `Backbone` and transformers' base model (encoder) or *ForCausalLM
+    (decoder) layout; only for the parts this config builds."""
+    layout, family = LAYOUTS[config.model_type], config.family
+    p = layout.base if config.is_decoder else ""
+    emb = layout.embeddings
+    rules = [Rule(f"embeddings.{n}.weight", (f"{p}{emb[n]}.weight",)) for n in ("word", "position")]
+    if config.type_vocab_size > 0:
+        rules.append(Rule("embeddings.token_type.weight", (f"{p}{emb['token_type']}.weight",)))
+    if family.embedding_norm:
+        rules += _linear("embeddings.norm", p + emb["norm"])
+    if config.embedding_width != config.hidden_size:
+        rules += _linear("embeddings.project", p + emb["project"])
+    for i in range(config.num_hidden_layers):
+        rules += layout.layer(i, p, config.add_cross_attention)
+    if layout.final_norm:
+        rules += _linear("final_norm", p + layout.final_norm)
+    if config.is_decoder:
+        rules += _head_rules(config, layout.head)
+    elif family.pooler:
+        rules += _linear("pooler", "pooler.dense")
+    return rules
+
+
+def _head_rules(config: BackboneConfig, names: dict[str, str]) -> list[Rule]:
+    family = config.family
+    rules = []
+    if family.head == "transform":
+        rules += _linear("head.dense", names["head.dense"]) + _linear("head.norm", names["head.norm"])
+    if family.head_bias:
+        rules.append(Rule("head.bias", (names["head.bias"],)))
+    if not config.tie_word_embeddings:
+        rules.append(Rule("head.weight", (names["head.weight"],)))
+    return rules
 
 
 def prefixed(rules: list[Rule], ours: str, theirs: str) -> list[Rule]:
@@ -232,15 +285,17 @@ def to_hf(state: dict[str, Tensor], rules: list[Rule]) -> dict[str, Tensor]:
 
 def canonical_single_model_keys(hf: dict[str, Tensor], config: BackboneConfig) -> dict[str, Tensor]:
     """Bring a single-model checkpoint (BertModel, BertForPreTraining, sentence-transformers,
-    GPT2Model, ...) into the layout `backbone_rules` expects: base-model prefix present for
-    decoders and absent for encoders."""
+    GPT2Model, ElectraForMaskedLM, ...) into the layout `backbone_rules` expects: base-model prefix
+    present for decoders and absent for encoders."""
+    bases = (base_prefix(config), "model.")
+    heads = tuple({name.split(".")[0] + "." for name in LAYOUTS[config.model_type].head.values()})
     out = {}
     for key, value in normalize_keys(hf).items():
-        for p in ("bert.", "roberta.", "transformer.", "model."):
+        for p in bases:
             if key.startswith(p):
                 key = key[len(p):]
                 break
-        if config.is_decoder and not key.startswith(("cls.", "lm_head.")):
+        if config.is_decoder and not key.startswith(heads):
             key = base_prefix(config) + key
         out[key] = value
     return out
@@ -262,3 +317,62 @@ def _rename_gamma_beta(key: str) -> str:
     if key.endswith(".beta"):
         return key[: -len(".beta")] + ".bias"
     return key
+
+
+# ---------------------------------------------------------------- loading into a model, and what it reports
+
+
+def load_checked(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """load_state_dict with a readable error when shapes disagree with the config."""
+    own = module.state_dict()
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(
+            f"Weights in {source} do not fit the config ({len(bad)} tensors), e.g. "
+            + "; ".join(bad[:4]) + ". The config.json does not describe these weights: use the config "
+            "saved with them, or drop the overrides that change sizes."
+        )
+    module.load_state_dict(state, strict=False)
+
+
+def untied(model: nn.Module, missing: list[str], loaded: dict[str, Tensor]) -> list[str]:
+    """Missing keys less tied duplicates: a shared Parameter (tie_encoder_decoder) loaded under
+    its other name is not missing."""
+    params = model.state_dict(keep_vars=True)
+    loaded_ids = {id(params[k]) for k in loaded if k in params}
+    return [k for k in missing if id(params.get(k)) not in loaded_ids]
+
+
+def check_complete(rules: list[Rule], missing: list[str], unused: list[str], source: str, strict: bool) -> None:
+    """A full checkpoint must hold every weight: name what is absent in the file's own key names."""
+    if unused:
+        logger.warning("Weights in %s that this model does not use: %s", source,
+                       ", ".join(collapse_layer_indices(unused)))
+    if not missing:
+        return
+    theirs = {r.ours: r.theirs for r in rules}
+    names = ", ".join(collapse_layer_indices([t for k in missing for t in theirs[k]]))
+    if strict:
+        raise ValueError(
+            f"{source} lacks weights this model needs: {names}. The config.json does not describe this file "
+            "(another family or size?): fix its model_type / sizes, or pass strict=False to load anyway "
+            "with these weights random."
+        )
+    logger.warning("%s\nstrict=False: %s lacks %s; they stay RANDOM, the model is not the saved one.\n%s",
+                   "!" * 80, source, names, "!" * 80)
+
+
+def report_warm_start(new: list[str], unused: list[str], source: str) -> None:
+    if new:
+        logger.info(
+            "Newly initialised from scratch (expected for cross-attention when warm-starting; train "
+            "before use): %s", ", ".join(collapse_layer_indices(new)),
+        )
+    if unused:
+        logger.info("Weights in %s that this model does not use: %s", source, ", ".join(collapse_layer_indices(unused)))
+
+
+def collapse_layer_indices(keys: list[str]) -> list[str]:
+    """'layers.0.x', 'layers.1.x' -> 'layers.*.x', so a report lists each kind of weight once."""
+    return list(dict.fromkeys(re.sub(r"\.(\d+)\.", ".*.", k) for k in keys))

@@ -1,7 +1,8 @@
 """Backbone and encoder-decoder configs, read from and written to Hugging Face config.json dicts.
 
-One `BackboneConfig` serves every family: the families differ by field values, and the HF names of
-those fields (GPT-2's `n_embd` for `hidden_size`, ...) are translated only at the border.
+One `BackboneConfig` serves every family: a family is one row of `FAMILIES` (flags the backbone
+reads, defaults, and the HF names of fields, e.g. GPT-2's `n_embd` for `hidden_size`), translated
+only at the border.
 """
 
 from __future__ import annotations
@@ -13,38 +14,96 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-MODEL_TYPES = ("bert", "roberta", "gpt2")
+@dataclass(frozen=True)
+class Family:
+    """How one checkpoint family differs from BERT, as values: the backbone reads these flags."""
 
-# Our field name -> GPT-2's config.json name.
-_GPT2_NAMES = {
-    "hidden_size": "n_embd",
-    "num_hidden_layers": "n_layer",
-    "num_attention_heads": "n_head",
-    "intermediate_size": "n_inner",
-    "max_position_embeddings": "n_positions",
-    "hidden_act": "activation_function",
-    "layer_norm_eps": "layer_norm_epsilon",
-    "hidden_dropout_prob": "resid_pdrop",
-    "attention_probs_dropout_prob": "attn_pdrop",
-}
+    defaults: dict[str, Any] = field(default_factory=dict)  # config values unlike BertConfig's
+    hf_names: dict[str, str | None] = field(default_factory=dict)  # ours -> config.json name; None: absent
+    encoder: bool = True  # usable as the encoder
+    decoder: bool = True  # usable as the decoder (causal self-attention + cross-attention + LM head)
+    pre_norm: bool = False  # LayerNorm before each sub-layer (GPT-2), not after the residual sum
+    final_norm: bool = False  # a LayerNorm after the last layer (GPT-2's ln_f)
+    embedding_norm: bool = True  # LayerNorm on the summed embeddings
+    roberta_positions: bool = False  # positions count real tokens from pad + 1; pads sit at pad
+    pad_embedding: bool = True  # the word embedding's pad row gets no gradient (padding_idx)
+    pooler: bool = False  # encoder checkpoints carry a pooler (loaded and saved, never run)
+    head: str = "transform"  # LM head: "transform" (dense, act, LayerNorm), "plain" or "none"
+    head_hidden: bool = True  # the transform keeps the hidden width (False: to embedding_size, ELECTRA)
+    head_act: str | None = None  # the transform's activation; None: hidden_act
+    head_bias: bool = True
+    scaled_init: bool = False  # GPT-2 scales residual output projections by 1/sqrt(2 n_layer)
 
-_FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "bert": {},
-    "roberta": dict(
-        vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+
+_ROBERTA_DEFAULTS = dict(
+    vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
+    pad_token_id=1, bos_token_id=0, eos_token_id=2,
+)
+_ROBERTA = dict(roberta_positions=True, pooler=True, head_act="gelu")
+
+# One row per supported model_type. Defaults follow the family's published checkpoints where
+# transformers' config class keeps BERT's (roberta-base, xlm-roberta-base, camembert-base).
+FAMILIES: dict[str, Family] = {
+    "bert": Family(pooler=True),
+    "roberta": Family(defaults=_ROBERTA_DEFAULTS, **_ROBERTA),
+    "xlm-roberta": Family(defaults=dict(_ROBERTA_DEFAULTS, vocab_size=250002), **_ROBERTA),
+    "camembert": Family(defaults=dict(_ROBERTA_DEFAULTS, vocab_size=32005), **_ROBERTA),
+    "bert-generation": Family(
+        defaults=dict(
+            vocab_size=50358, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+            intermediate_size=4096, pad_token_id=0, bos_token_id=2, eos_token_id=1, type_vocab_size=0,
+        ),
+        hf_names={"type_vocab_size": None}, head="plain",
     ),
-    "gpt2": dict(
-        vocab_size=50257, max_position_embeddings=1024, hidden_act="gelu_new", layer_norm_eps=1e-5,
-        type_vocab_size=0, pad_token_id=None, bos_token_id=50256, eos_token_id=50256,
-        intermediate_size=None,
+    "electra": Family(
+        defaults=dict(embedding_size=128, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+        hf_names={"embedding_size": "embedding_size"}, head_hidden=False, head_act="gelu",
+    ),
+    "distilbert": Family(
+        defaults=dict(type_vocab_size=0),
+        hf_names={
+            "hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+            "intermediate_size": "hidden_dim", "hidden_act": "activation", "hidden_dropout_prob": "dropout",
+            "attention_probs_dropout_prob": "attention_dropout", "sinusoidal_positions": "sinusoidal_pos_embds",
+            "layer_norm_eps": None, "type_vocab_size": None,
+        },
+        decoder=False,
+    ),
+    "gpt2": Family(
+        defaults=dict(
+            vocab_size=50257, max_position_embeddings=1024, hidden_act="gelu_new", layer_norm_eps=1e-5,
+            type_vocab_size=0, pad_token_id=None, bos_token_id=50256, eos_token_id=50256,
+            intermediate_size=None, embedding_dropout_prob=0.1,
+        ),
+        hf_names={
+            "hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
+            "intermediate_size": "n_inner", "max_position_embeddings": "n_positions",
+            "hidden_act": "activation_function", "layer_norm_eps": "layer_norm_epsilon",
+            "hidden_dropout_prob": "resid_pdrop", "attention_probs_dropout_prob": "attn_pdrop",
+            "embedding_dropout_prob": "embd_pdrop", "type_vocab_size": None,
+        },
+        encoder=False, pre_norm=True, final_norm=True, embedding_norm=False, pad_embedding=False,
+        head="plain", head_bias=False, scaled_init=True,
     ),
 }
+MODEL_TYPES = tuple(FAMILIES)
+# Fields only some families have: absent from config.json unless the family's hf_names names them.
+_FAMILY_ONLY = ("embedding_size", "embedding_dropout_prob", "sinusoidal_positions")
+
+
+def family_of(model_type: Any) -> Family:
+    """The family row, or an error that lists the supported model types."""
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"Unknown model_type {model_type!r}: encdec supports {', '.join(MODEL_TYPES)} "
+            "(or 'encoder-decoder' at the top level). Use a checkpoint of one of these families or convert it first."
+        )
+    return FAMILIES[model_type]
 
 
 @dataclass
 class BackboneConfig:
-    """Hyper-parameters of one BERT, RoBERTa or GPT-2 stack, under BERT's field names."""
+    """Hyper-parameters of one backbone of any family, under BERT's field names."""
 
     model_type: str = "bert"
     vocab_size: int = 30522
@@ -54,11 +113,13 @@ class BackboneConfig:
     intermediate_size: int | None = 3072  # GPT-2: None means 4 * hidden_size
     hidden_act: str = "gelu"
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2
+    type_vocab_size: int = 2  # 0: the family has no token-type embeddings
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
-    embedding_dropout_prob: float | None = None  # GPT-2's embd_pdrop; BERT uses hidden_dropout_prob
+    embedding_dropout_prob: float | None = None  # GPT-2's embd_pdrop; the others use hidden_dropout_prob
+    embedding_size: int | None = None  # ELECTRA's embedding width; None: hidden_size
+    sinusoidal_positions: bool = False  # DistilBERT's sinusoidal_pos_embds (fixed sin/cos init)
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     bos_token_id: int | None = None
@@ -70,11 +131,7 @@ class BackboneConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, kept for round trips
 
     def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(
-                f"Unknown model_type {self.model_type!r}: encdec supports {', '.join(MODEL_TYPES)}. "
-                "Use a checkpoint of one of these families or convert it first."
-            )
+        family_of(self.model_type)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -82,37 +139,45 @@ class BackboneConfig:
             )
 
     @property
+    def family(self) -> Family:
+        return FAMILIES[self.model_type]
+
+    @property
     def ffn_size(self) -> int:
         return self.intermediate_size or 4 * self.hidden_size
 
     @property
+    def embedding_width(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+    @property
     def pre_norm(self) -> bool:
-        """GPT-2 normalises before each sub-layer; BERT and RoBERTa after the residual sum."""
-        return self.model_type == "gpt2"
+        return self.family.pre_norm
 
     @property
     def embd_dropout(self) -> float:
         return self.hidden_dropout_prob if self.embedding_dropout_prob is None else self.embedding_dropout_prob
+
+    @property
+    def position_offset(self) -> int:
+        """The first position a real token takes: RoBERTa-style families start after the pad id."""
+        return (self.pad_token_id or 0) + 1 if self.family.roberta_positions else 0
+
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence the position table covers (RoBERTa: 514 rows hold 512 tokens)."""
+        return self.max_position_embeddings - self.position_offset
 
     @classmethod
     def from_dict(cls, hf: dict[str, Any]) -> BackboneConfig:
         """Build from a Hugging Face config.json dict of any supported family."""
         hf = dict(hf)
         model_type = hf.get("model_type")
-        if model_type not in MODEL_TYPES:
-            raise ValueError(
-                f"Unknown model_type {model_type!r} in config: encdec supports "
-                f"{', '.join(MODEL_TYPES)} backbones (or 'encoder-decoder' at the top level)."
-            )
-        kwargs: dict[str, Any] = dict(_FAMILY_DEFAULTS[model_type])
-        names = _hf_names(model_type)
-        known = {f.name for f in fields(cls)} - {"extra"}
-        for ours in known:
-            theirs = names.get(ours, ours)
-            if theirs in hf:
+        family = family_of(model_type)
+        kwargs: dict[str, Any] = dict(family.defaults)
+        for ours, theirs in _hf_names(family).items():
+            if theirs is not None and theirs in hf:
                 kwargs[ours] = hf.pop(theirs)
-        if model_type == "gpt2" and "embd_pdrop" in hf:
-            kwargs["embedding_dropout_prob"] = hf.pop("embd_pdrop")
         if hf.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(
                 f"position_embedding_type {hf['position_embedding_type']!r} is not supported; "
@@ -122,41 +187,50 @@ class BackboneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The Hugging Face config.json dict, with the family's own field names."""
-        names = _hf_names(self.model_type)
         out = copy.deepcopy(self.extra)
-        for f in fields(self):
-            if f.name in ("extra", "embedding_dropout_prob"):
-                continue
-            if self.model_type == "gpt2" and f.name == "type_vocab_size":
-                continue
-            out[names.get(f.name, f.name)] = getattr(self, f.name)
-        if self.model_type == "gpt2":
-            out["embd_pdrop"] = self.embd_dropout
+        for ours, theirs in _hf_names(self.family).items():
+            value = getattr(self, ours)
+            if theirs is not None and not (ours in _FAMILY_ONLY and value is None):
+                out[theirs] = value
         out.pop("architectures", None)
         return dict(sorted(out.items()))
 
 
-def _hf_names(model_type: str) -> dict[str, str]:
-    return _GPT2_NAMES if model_type == "gpt2" else {}
+def _hf_names(family: Family) -> dict[str, str | None]:
+    """Every field of ours -> its config.json name in this family (None: the family lacks it)."""
+    names: dict[str, str | None] = {
+        f.name: (None if f.name in _FAMILY_ONLY else f.name) for f in fields(BackboneConfig) if f.name != "extra"
+    }
+    names.update(family.hf_names)
+    return names
 
 
-def _family_config(model_type: str, hf_kwargs: dict[str, Any]) -> BackboneConfig:
-    return BackboneConfig.from_dict({"model_type": model_type, **hf_kwargs})
+def max_positions_of(hf: dict[str, Any]) -> int | None:
+    """`max_positions` of a single-model config.json dict; None for other config files."""
+    if hf.get("model_type") not in FAMILIES:
+        return None
+    return BackboneConfig.from_dict(hf).max_positions
 
 
-def BertConfig(**kwargs: Any) -> BackboneConfig:  # noqa: N802 - mirrors transformers' class name
-    """A BERT config from transformers' keyword names and defaults."""
-    return _family_config("bert", kwargs)
+def _config_function(model_type: str, name: str):
+    """transformers' config class of a family, as a function: its keyword names and defaults."""
+
+    def build(**kwargs: Any) -> BackboneConfig:
+        return BackboneConfig.from_dict({"model_type": model_type, **kwargs})
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"A {model_type} config from transformers' keyword names and defaults."
+    return build
 
 
-def RobertaConfig(**kwargs: Any) -> BackboneConfig:  # noqa: N802
-    """A RoBERTa config from transformers' keyword names and defaults."""
-    return _family_config("roberta", kwargs)
-
-
-def GPT2Config(**kwargs: Any) -> BackboneConfig:  # noqa: N802
-    """A GPT-2 config from transformers' keyword names (n_embd, n_layer, ...) and defaults."""
-    return _family_config("gpt2", kwargs)
+BertConfig = _config_function("bert", "BertConfig")
+RobertaConfig = _config_function("roberta", "RobertaConfig")
+XLMRobertaConfig = _config_function("xlm-roberta", "XLMRobertaConfig")
+CamembertConfig = _config_function("camembert", "CamembertConfig")
+BertGenerationConfig = _config_function("bert-generation", "BertGenerationConfig")
+ElectraConfig = _config_function("electra", "ElectraConfig")
+DistilBertConfig = _config_function("distilbert", "DistilBertConfig")
+GPT2Config = _config_function("gpt2", "GPT2Config")
 
 
 _TOP_KEYS = ("decoder_start_token_id", "pad_token_id", "eos_token_id", "tie_encoder_decoder")
@@ -192,7 +266,7 @@ class EncoderDecoderConfig:
             raise ValueError(
                 f"Expected an encoder-decoder config.json (model_type 'encoder-decoder' with nested "
                 f"'encoder' and 'decoder'), got model_type {hf.get('model_type')!r}. For a single "
-                "BERT/RoBERTa/GPT-2 checkpoint use EncoderDecoderModel.from_encoder_decoder_pretrained."
+                "single-model checkpoint use EncoderDecoderModel.from_encoder_decoder_pretrained."
             )
         encoder = BackboneConfig.from_dict(hf.pop("encoder"))
         decoder = BackboneConfig.from_dict(hf.pop("decoder"))

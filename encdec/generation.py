@@ -253,10 +253,8 @@ def _base_config(model: Any, passed: GenerationConfig | None) -> GenerationConfi
 
 
 def decoder_positions(config: Any) -> int:
-    """How long a decoded sequence may grow: RoBERTa's positions start after the pad id."""
-    if config.model_type == "roberta":
-        return config.max_position_embeddings - (config.pad_token_id or 0) - 1
-    return config.max_position_embeddings
+    """How long a decoded sequence may grow (`BackboneConfig.max_positions`)."""
+    return config.max_positions
 
 
 def default_attention_mask(input_ids: Tensor, plan: Plan) -> Tensor | None:

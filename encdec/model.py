@@ -4,9 +4,7 @@ weights in and out of Hugging Face folders."""
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,20 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encdec.bert import BertDecoder, BertStack
+from encdec.backbone import Backbone
 from encdec.checkpoints import (
-    Rule, _linear, backbone_rules, canonical_single_model_keys, from_hf, normalize_keys, prefixed,
-    read_state_dict, to_hf, write_safetensors,
+    Rule, _linear, backbone_rules, canonical_single_model_keys, check_complete, from_hf, load_checked,
+    normalize_keys, prefixed, read_state_dict, report_warm_start, to_hf, untied, write_safetensors,
 )
 from encdec.config import BackboneConfig, EncoderDecoderConfig
 from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig, current_generation_config, generate
-from encdec.gpt2 import GPT2Decoder
 from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
 from encdec.modules import init_weights, padding_mask
 from encdec.packing import PackedMask, Packing
 
-logger = logging.getLogger("encdec")
+# State-dict names of earlier encdec versions (BertDecoder's `.stack`, GPT2Decoder's wte/wpe) -> now,
+# so Lightning .ckpt files written before the one-backbone refactor still load and resume.
+_RENAMED = (("decoder.stack.", "decoder."), ("decoder.wte.", "decoder.embeddings.word."),
+            ("decoder.wpe.", "decoder.embeddings.position."))
 
 
 @dataclass
@@ -49,20 +49,14 @@ def shift_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) 
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-def build_decoder(config: BackboneConfig) -> nn.Module:
-    return GPT2Decoder(config) if config.model_type == "gpt2" else BertDecoder(config)
-
-
 class EncoderDecoderModel(nn.Module):
-    """A BERT/RoBERTa encoder and a BERT/RoBERTa/GPT-2 decoder joined by cross-attention."""
+    """An encoder and a decoder `Backbone` (any supported families) joined by cross-attention."""
 
     def __init__(self, config: EncoderDecoderConfig) -> None:
         super().__init__()
-        if config.encoder.model_type == "gpt2":
-            raise ValueError("GPT-2 cannot be the encoder; use BERT or RoBERTa (e.g. bert2gpt2).")
         self.config = config
-        self.encoder = BertStack(config.encoder)
-        self.decoder = build_decoder(config.decoder)
+        self.encoder = Backbone(config.encoder)
+        self.decoder = Backbone(config.decoder)
         self.enc_to_dec_proj = None
         if config.encoder.hidden_size != config.decoder.hidden_size:
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
@@ -71,9 +65,10 @@ class EncoderDecoderModel(nn.Module):
         if config.tie_encoder_decoder:
             self.tie_encoder_decoder()
         self.generation_config = GenerationConfig.from_model_config(config)
+        self.register_load_state_dict_pre_hook(_rename_old_keys)
 
     def init_weights(self) -> None:
-        init_weights(self.encoder, self.config.encoder.initializer_range)
+        self.encoder.init_weights()
         self.decoder.init_weights()
         if self.enc_to_dec_proj is not None:
             init_weights(self.enc_to_dec_proj, self.config.decoder.initializer_range)
@@ -81,12 +76,14 @@ class EncoderDecoderModel(nn.Module):
     def tie_encoder_decoder(self) -> None:
         """BERTShare: the encoder uses the decoder's Parameters wherever both have a weight of that
         name and shape (cross-attention and the LM head stay the decoder's own)."""
-        if not isinstance(self.decoder, BertDecoder) or self.config.encoder.model_type != self.config.decoder.model_type:
+        if self.config.encoder.model_type != self.config.decoder.model_type:
             raise ValueError(
-                "tie_encoder_decoder=True needs the same family on both sides (bert2bert or "
+                "tie_encoder_decoder=True needs the same family on both sides (e.g. bert2bert, "
                 f"roberta2roberta); got {self.config.encoder.model_type}2{self.config.decoder.model_type}."
             )
-        for name, param in self.decoder.stack.named_parameters():
+        for name, param in self.decoder.named_parameters():
+            if name.startswith("head."):
+                continue
             owner_name, _, attr = name.rpartition(".")
             try:
                 owner = self.encoder.get_submodule(owner_name)
@@ -97,8 +94,8 @@ class EncoderDecoderModel(nn.Module):
 
     def gradient_checkpointing_enable(self, enabled: bool = True) -> None:
         """Recompute each layer's activations in backward: less memory for long inputs, ~30% more compute."""
-        for stack in (self.encoder, getattr(self.decoder, "stack", self.decoder)):
-            stack.gradient_checkpointing = enabled
+        for backbone in (self.encoder, self.decoder):
+            backbone.gradient_checkpointing = enabled
 
     # ------------------------------------------------------------------ forward
 
@@ -170,7 +167,9 @@ class EncoderDecoderModel(nn.Module):
         unpadded sources; the decoder only positions that carry a label or serve as a key."""
         encoder_hidden = None if encoder_outputs is None else _hidden_of(encoder_outputs)
         grid = input_ids if input_ids is not None else encoder_hidden[..., 0]
-        source = Packing.from_mask(torch.ones_like(grid, dtype=torch.bool) if attention_mask is None else attention_mask)
+        source = Packing.from_mask(
+            torch.ones_like(grid, dtype=torch.bool) if attention_mask is None else attention_mask
+        )
         if encoder_hidden is None:
             packed_source = self.encoder(input_ids, attention_mask, token_type_ids, packing=source)  # (N_src, C)
         else:
@@ -248,15 +247,18 @@ class EncoderDecoderModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, config: EncoderDecoderConfig | None = None
+        cls, name_or_path: str | os.PathLike, config: EncoderDecoderConfig | None = None, strict: bool = True
     ) -> EncoderDecoderModel:
-        """Load a folder written by `save_pretrained` here or in transformers (or a Hub id)."""
+        """Load a folder written by `save_pretrained` here or in transformers (or a Hub id). A weight
+        the model expects and the file lacks is an error (`strict=False`: a loud warning, and the
+        weight stays random): a full checkpoint is not a warm start."""
         folder = resolve_model_dir(name_or_path)
         model = cls(config or EncoderDecoderConfig.from_pretrained(folder))
         hf = normalize_keys(read_state_dict(folder))
-        state, missing, unused = from_hf(hf, model.hf_rules())
+        rules = model.hf_rules()
+        state, missing, unused = from_hf(hf, rules)
         load_checked(model, state, source=str(folder))
-        _report(missing, unused, str(folder))
+        check_complete(rules, untied(model, missing, state), unused, str(folder), strict)
         if model.config.tie_encoder_decoder:
             model.tie_encoder_decoder()
         if (folder / GENERATION_CONFIG_NAME).is_file():
@@ -289,7 +291,7 @@ class EncoderDecoderModel(nn.Module):
             unused += [f"{side} checkpoint: {k}" for k in side_unused]
         if model.enc_to_dec_proj is not None:
             new += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
-        _report(new, unused, "the pretrained encoder and decoder")
+        report_warm_start(new, unused, "the pretrained encoder and decoder")
         if config.tie_encoder_decoder:
             model.tie_encoder_decoder()
         return model.eval()
@@ -302,6 +304,15 @@ class EncoderDecoderModel(nn.Module):
         write_safetensors(hf, folder / "model.safetensors")
         self.config.save_pretrained(folder)
         current_generation_config(self).save(folder)
+
+
+def _rename_old_keys(module: nn.Module, state: dict[str, Tensor], prefix: str, *args: Any) -> None:
+    """load_state_dict pre-hook: old key names (`_RENAMED`) under `prefix` become current ones."""
+    for key in [k for k in state if k.startswith(prefix)]:
+        for old, new in _RENAMED:
+            if key.startswith(prefix + old):
+                state[prefix + new + key[len(prefix + old):]] = state.pop(key)
+                break
 
 
 def _hidden_of(encoder_outputs: Any) -> Tensor:
@@ -346,32 +357,3 @@ def _read_backbone_config(folder: Path, overrides: dict[str, Any]) -> BackboneCo
             raise TypeError(f"Unknown config field {key!r}; known fields: {sorted(known - {'extra'})}.")
         setattr(config, key, value)
     return config
-
-
-def load_checked(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """load_state_dict with a readable error when shapes disagree with the config."""
-    own = module.state_dict()
-    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-           for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise ValueError(
-            f"Weights in {source} do not fit the config ({len(bad)} tensors), e.g. "
-            + "; ".join(bad[:4]) + ". The config.json does not describe these weights: use the config "
-            "saved with them, or drop the overrides that change sizes."
-        )
-    module.load_state_dict(state, strict=False)
-
-
-def _report(new: list[str], unused: list[str], source: str) -> None:
-    if new:
-        logger.info(
-            "Newly initialised from scratch (expected for cross-attention when warm-starting; train "
-            "before use): %s", ", ".join(collapse_layer_indices(new)),
-        )
-    if unused:
-        logger.info("Weights in %s that this model does not use: %s", source, ", ".join(collapse_layer_indices(unused)))
-
-
-def collapse_layer_indices(keys: list[str]) -> list[str]:
-    """'layers.0.x', 'layers.1.x' -> 'layers.*.x', so a report lists each kind of weight once."""
-    return list(dict.fromkeys(re.sub(r"\.(\d+)\.", ".*.", k) for k in keys))

@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from encdec.generation import decoder_positions
 from encdec.hub import resolve_model_dir
 from encdec.model import EncoderDecoderModel
 from encdec.preflight import check_device
@@ -54,7 +53,7 @@ class Summarizer:
         self.encoder_tokenizer = encoder_tokenizer
         self.decoder_tokenizer = decoder_tokenizer or encoder_tokenizer
         self.batch_size = batch_size
-        self.max_source_length = min(encoder_tokenizer.model_max_length, decoder_positions(model.config.encoder))
+        self.max_source_length = min(encoder_tokenizer.model_max_length, model.config.encoder.max_positions)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Summarizer:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import torch
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
+from encdec.config import max_positions_of
 from encdec.hub import resolve_model_dir
+from encdec.sentencepiece import SPM_FILES, Layout, load_spm_folder, spm_layout
 
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Tokens a role takes when no config names one and the vocabulary holds it (BERT, RoBERTa, GPT-2).
@@ -28,7 +31,7 @@ CONVENTIONAL = {
     "cls": ("[CLS]", "<s>"),
     "mask": ("[MASK]", "<mask>"),
 }
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", *SPM_FILES)
 DEFAULT_MAX_LENGTH = 512
 # Config keys that describe one saved copy, not the tokenizer; dropped when we save.
 _STALE_KEYS = (
@@ -106,24 +109,65 @@ def _byte_level_bpe(folder: Path, config: dict[str, Any], family: str) -> Backen
     return backend
 
 
-def _build_backend(folder: Path, config: dict[str, Any]) -> Backend:
-    """Prefer tokenizer.json (exact pipeline); rebuild the pipeline from older vocab files otherwise."""
-    if (folder / "tokenizer.json").is_file():
-        return Backend.from_file(str(folder / "tokenizer.json"))
+def _sentencepiece(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layout, Path] | None:
+    model_type = _read_json(folder / "config.json").get("model_type")
+    return load_spm_folder(folder, config.get("tokenizer_class"), model_type)
+
+
+def _add_saved_tokens(backend: Backend, config: dict[str, Any]) -> Backend:
+    """Tokens transformers saved in tokenizer_config.json's added_tokens_decoder (e.g. the
+    BertGenerationTokenizer's "<::::>" beyond the SentencePiece vocabulary), at their ids."""
+    for index, spec in sorted((int(i), t) for i, t in (config.get("added_tokens_decoder") or {}).items()):
+        flags = {k: bool(spec.get(k, False)) for k in ("single_word", "lstrip", "rstrip", "normalized", "special")}
+        token = AddedToken(spec["content"], **flags)
+        at_its_id = backend.token_to_id(token.content) == index
+        if at_its_id or index == backend.get_vocab_size(with_added_tokens=True):
+            (backend.add_special_tokens if token.special else backend.add_tokens)([token])
+    return backend
+
+
+def _build_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layout | None, Path | None]:
+    """Prefer tokenizer.json (exact pipeline); else rebuild it from older files, with the tokens
+    transformers saved beside them."""
+    spm_first = _reads_spm_first(config) and any((folder / name).is_file() for name in SPM_FILES)
+    if (folder / "tokenizer.json").is_file() and not spm_first:
+        return Backend.from_file(str(folder / "tokenizer.json")), None, None
+    backend, layout, spm_file = _rebuild_backend(folder, config)
+    return _add_saved_tokens(backend, config), layout, spm_file
+
+
+def _reads_spm_first(config: dict[str, Any]) -> bool:
+    """transformers' slow SentencePiece classes read the .model even beside a tokenizer.json."""
+    layout = spm_layout(config.get("tokenizer_class"), None)
+    return layout is not None and layout.slow
+
+
+def _rebuild_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layout | None, Path | None]:
+    """The pipeline from vocab.txt, vocab.json + merges.txt or a SentencePiece model (then also its
+    layout and file)."""
+    if _reads_spm_first(config) and (built := _sentencepiece(folder, config)):
+        return built
     if (folder / "vocab.txt").is_file():
-        return _wordpiece(folder, config)
+        return _wordpiece(folder, config), None, None
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        return _byte_level_bpe(folder, config, _model_type(folder, config))
+        return _byte_level_bpe(folder, config, _model_type(folder, config)), None, None
+    if built := _sentencepiece(folder, config):
+        return built
     raise FileNotFoundError(f"No tokenizer files in {folder}: looked for {', '.join(TOKENIZER_FILES)}.")
 
 
-def _special_tokens(config: dict[str, Any], vocab: dict[str, int]) -> dict[str, str | None]:
-    """Tokens named in the config win (an explicit null stays None); else conventional ones in the vocab."""
+def _special_tokens(
+    config: dict[str, Any], vocab: dict[str, int], defaults: dict[str, str | None]
+) -> dict[str, str | None]:
+    """Tokens named in the config win (an explicit null stays None), then the tokenizer class's
+    defaults, else conventional ones in the vocab."""
     specials = {}
     for role in ROLES:
         key = f"{role}_token"
         if key in config:
             specials[role] = _token_text(config[key])
+        elif role in defaults:
+            specials[role] = defaults[role]
         else:
             specials[role] = next((t for t in CONVENTIONAL[role] if t in vocab), None)
     return specials
@@ -134,12 +178,7 @@ def _max_length(folder: Path, config: dict[str, Any]) -> int:
     value = config.get("model_max_length")
     if isinstance(value, (int, float)) and 0 < value < 1_000_000:
         return int(value)
-    model_config = _read_json(folder / "config.json")
-    positions = model_config.get("n_positions") or model_config.get("max_position_embeddings")
-    if not positions:
-        return DEFAULT_MAX_LENGTH
-    offset = 2 if "roberta" in str(model_config.get("model_type", "")) else 0  # pad + 1 start
-    return int(positions) - offset
+    return max_positions_of(_read_json(folder / "config.json")) or DEFAULT_MAX_LENGTH
 
 
 def _as_rows(ids: Any) -> list[list[int]]:
@@ -178,7 +217,11 @@ class Tokenizer:
         model_max_length: int = DEFAULT_MAX_LENGTH,
         clean_up_tokenization_spaces: bool = False,
         config: dict[str, Any] | None = None,
+        strip_decoded: bool = False,
+        sentencepiece_file: Path | None = None,
     ):
+        """`strip_decoded`: strip decoded text at both ends, as SentencePiece-run (slow) classes do;
+        `sentencepiece_file`: the .model file, copied by `save_pretrained` for transformers' sake."""
         # Presets (sentence-transformers ships padding and truncation) would change every encoding.
         backend.no_padding()
         backend.no_truncation()
@@ -189,19 +232,33 @@ class Tokenizer:
         self._special = {role: None for role in ROLES}
         self._special.update(special_tokens or {})
         self._mark_special(self.config.get("additional_special_tokens") or [])
+        self.strip_decoded = strip_decoded
+        self.sentencepiece_file = sentencepiece_file
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None) -> Tokenizer:
-        """Load from a folder, mirror, HF cache or the Hub (see `encdec.hub.resolve_model_dir`)."""
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, revision: str | None = None, **special_tokens: str | None
+    ) -> Tokenizer:
+        """Load from a folder, mirror, HF cache or the Hub (see `encdec.hub.resolve_model_dir`).
+        Keyword overrides of special tokens as in transformers: `pad_token="<pad>"`, ..."""
+        allowed = {f"{role}_token" for role in ROLES}
+        unknown = sorted(set(special_tokens) - allowed)
+        if unknown:
+            raise TypeError(
+                f"Unknown tokenizer argument(s) {unknown}; the special-token overrides are {sorted(allowed)}."
+            )
         folder = resolve_model_dir(name_or_path, revision)
-        config = read_tokenizer_config(folder)
-        backend = _build_backend(folder, config)
+        config = {**read_tokenizer_config(folder), **special_tokens}
+        backend, layout, spm_file = _build_backend(folder, config)
+        vocab = backend.get_vocab(with_added_tokens=True)
         return cls(
             backend,
-            special_tokens=_special_tokens(config, backend.get_vocab(with_added_tokens=True)),
+            special_tokens=_special_tokens(config, vocab, layout.specials if layout else {}),
             model_max_length=_max_length(folder, config),
             clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
             config=config,
+            strip_decoded=bool(layout and layout.slow),
+            sentencepiece_file=spm_file,
         )
 
     def _mark_special(self, extra: list[Any]) -> None:
@@ -306,7 +363,7 @@ class Tokenizer:
         # transformers applies the clean-up only when the config asks, and never to BPE output.
         if self.clean_up_tokenization_spaces and not isinstance(self.backend.model, models.BPE):
             texts = [clean_up_spaces(t) for t in texts]
-        return texts
+        return [t.strip() for t in texts] if self.strip_decoded else texts
 
     def decode(self, ids: Any, skip_special_tokens: bool = True) -> str:
         """One sequence of token ids back to text."""
@@ -319,6 +376,8 @@ class Tokenizer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(folder / "tokenizer.json"))
+        if self.sentencepiece_file is not None and self.sentencepiece_file.parent.resolve() != folder.resolve():
+            shutil.copyfile(self.sentencepiece_file, folder / self.sentencepiece_file.name)
         specials = {f"{role}_token": t for role, t in self._special.items() if t is not None}
         dropped = {*_STALE_KEYS, *(f"{role}_token" for role in ROLES)}
         config = {k: v for k, v in self.config.items() if k not in dropped}
@@ -360,6 +419,6 @@ for _role in ROLES:
     setattr(Tokenizer, f"{_role}_token_id", _special_property(_role, as_id=True))
 
 
-def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None) -> Tokenizer:
+def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None, **special_tokens: str | None) -> Tokenizer:
     """Load a tokenizer by folder or Hub id (same as `Tokenizer.from_pretrained`)."""
-    return Tokenizer.from_pretrained(name_or_path, revision)
+    return Tokenizer.from_pretrained(name_or_path, revision, **special_tokens)

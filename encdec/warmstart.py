@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from encdec.config import BackboneConfig, EncoderDecoderConfig
+from encdec.config import MODEL_TYPES, BackboneConfig, EncoderDecoderConfig
 from encdec.model import EncoderDecoderModel
 from encdec.tokenizer import Tokenizer, load_tokenizer
 
@@ -69,7 +69,9 @@ def _random_backbone(spec: Mapping, tokenizer: Tokenizer) -> BackboneConfig:
     """A config for a randomly initialised side; the vocabulary defaults to the tokenizer's."""
     fields = dict(spec.get("config") or {})
     if "model_type" not in fields:
-        raise ValueError("A side without `pretrained` needs `config.model_type` (bert, roberta or gpt2).")
+        raise ValueError(
+            f"A side without `pretrained` needs `config.model_type`, one of: {', '.join(MODEL_TYPES)}."
+        )
     fields.setdefault("vocab_size", tokenizer.vocab_size)
     return BackboneConfig.from_dict(fields)
 

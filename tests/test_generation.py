@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from encdec import EncoderDecoderModel, GenerationConfig
-from tiny_models import padded_batch, reference_model
+from tiny_models import mid_sequence_token, padded_batch, reference_model, spread_weights
 
 transformers = pytest.importorskip("transformers")
 
@@ -31,26 +31,6 @@ def pair(request, tmp_path_factory):
     batch = padded_batch(name, batch=4)
     batch.pop("labels")
     return ref, EncoderDecoderModel.from_pretrained(folder), batch, mid_sequence_token(ref, batch)
-
-
-def spread_weights(model, std: float = 0.25):
-    """Larger random weights, so that the tiny model's output depends on its source (with the
-    default 0.02 every source gives the same tokens, which would hide mix-ups between rows)."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def mid_sequence_token(ref, batch) -> int:
-    """A token the model emits a few steps in, used as EOS so that rows end at different steps
-    (random tiny models rarely emit the configured EOS)."""
-    out = ref.generate(**batch, max_length=12, num_beams=2, no_repeat_ngram_size=2, eos_token_id=None)
-    counts = torch.bincount(out[:, 3:].flatten(), minlength=out.max() + 1)
-    counts[out[:, :3].flatten()] = 0
-    return int(counts.argmax())
 
 
 def both(ref, ours, batch, **kwargs):

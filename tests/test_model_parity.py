@@ -1,16 +1,16 @@
-"""Same weights, same inputs -> the same logits and loss as transformers, for every family pair;
-folders move both ways between the two libraries."""
+"""Same weights, same inputs -> the same logits and loss as transformers, for every family pair
+(tiny_models.ALL_PAIRS); folders move both ways between the two libraries."""
 
 import pytest
 import torch
 
 from encdec import EncoderDecoderModel
-from tiny_models import PAIRS, padded_batch, reference_model
+from tiny_models import ALL_PAIRS, padded_batch, reference_model
 
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(params=sorted(PAIRS))
+@pytest.fixture(params=sorted(ALL_PAIRS))
 def pair(request, tmp_path):
     """(name, reference model, our model loaded from the reference's saved folder)."""
     ref = reference_model(request.param)
@@ -49,6 +49,8 @@ def test_our_folder_loads_in_transformers_with_no_missing_keys(pair, tmp_path):
     assert not any(info.values()), info
     batch = padded_batch(name)
     torch.testing.assert_close(_outputs(loaded.eval(), batch).logits, _outputs(ours, batch).logits, atol=1e-4, rtol=0)
+    again = EncoderDecoderModel.from_pretrained(tmp_path / "ours")
+    torch.testing.assert_close(_outputs(again, batch).logits, _outputs(ours, batch).logits, atol=0, rtol=0)
 
 
 def test_bin_checkpoint_loads(pair, tmp_path):
@@ -75,8 +77,8 @@ def test_bertshare_shares_parameters():
 
     model = EncoderDecoderModel(encdec_config("bertshare"))
     enc_qkv = model.encoder.layers[0].self_attn.qkv.weight
-    assert enc_qkv is model.decoder.stack.layers[0].self_attn.qkv.weight
-    assert model.encoder.embeddings.word.weight is model.decoder.stack.embeddings.word.weight
+    assert enc_qkv is model.decoder.layers[0].self_attn.qkv.weight
+    assert model.encoder.embeddings.word.weight is model.decoder.embeddings.word.weight
     shared = {id(p) for p in model.encoder.parameters()} & {id(p) for p in model.decoder.parameters()}
     assert len(shared) > 10
     assert model.encoder.pooler.weight is not None  # the encoder's own
@@ -86,4 +88,4 @@ def test_bertshare_tied_after_reload(tmp_path):
     ref = reference_model("bertshare")
     ref.save_pretrained(tmp_path)
     ours = EncoderDecoderModel.from_pretrained(tmp_path)
-    assert ours.encoder.layers[1].mlp.fc_in.weight is ours.decoder.stack.layers[1].mlp.fc_in.weight
+    assert ours.encoder.layers[1].mlp.fc_in.weight is ours.decoder.layers[1].mlp.fc_in.weight

@@ -40,7 +40,7 @@ def test_encoder_weights_equal_checkpoint(warm, checkpoint):
 
 def test_decoder_self_attention_and_ffn_equal_checkpoint(warm, checkpoint):
     model, _ = warm
-    layer = model.decoder.stack.layers[5]
+    layer = model.decoder.layers[5]
     torch.testing.assert_close(layer.self_attn.out.weight, checkpoint["encoder.layer.5.attention.output.dense.weight"])
     torch.testing.assert_close(layer.mlp.fc_in.weight, checkpoint["encoder.layer.5.intermediate.dense.weight"])
     torch.testing.assert_close(layer.mlp_norm.bias, checkpoint["encoder.layer.5.output.LayerNorm.bias"])
@@ -50,7 +50,7 @@ def test_decoder_self_attention_and_ffn_equal_checkpoint(warm, checkpoint):
 
 def test_cross_attention_is_new_and_reported(warm, checkpoint):
     model, log = warm
-    cross = model.decoder.stack.layers[0].cross_attn.q.weight
+    cross = model.decoder.layers[0].cross_attn.q.weight
     self_q = checkpoint["encoder.layer.0.attention.self.query.weight"]
     assert not torch.allclose(cross, self_q)
     assert abs(cross.std().item() - 0.02) < 0.005  # fresh normal(0, initializer_range)

@@ -3,6 +3,9 @@ and in encdec, with weights moved through a saved folder."""
 
 from __future__ import annotations
 
+import io
+import random
+
 import torch
 
 TINY_BERT = dict(
@@ -12,6 +15,12 @@ TINY_BERT = dict(
 TINY_ROBERTA = dict(TINY_BERT, pad_token_id=1, bos_token_id=0, eos_token_id=2, max_position_embeddings=66, type_vocab_size=1)
 # Different width from the encoder, so enc_to_dec_proj is exercised.
 TINY_GPT2 = dict(vocab_size=99, n_embd=48, n_layer=2, n_head=4, n_positions=64, bos_token_id=98, eos_token_id=98)
+TINY_BERT_GENERATION = dict(TINY_BERT, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+# embedding_size != hidden_size: embeddings_project and the generator head's narrowing are exercised.
+TINY_ELECTRA = dict(TINY_BERT, embedding_size=16)
+TINY_DISTILBERT = dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
+TINY_BERT_WIDE = dict(TINY_BERT, hidden_size=48)
+ROBERTA_IDS = dict(decoder_start_token_id=0, pad_token_id=1, eos_token_id=2)
 
 # name -> (encoder family, encoder kwargs, decoder family, decoder kwargs, top-level kwargs)
 PAIRS = {
@@ -20,22 +29,44 @@ PAIRS = {
     "bert2gpt2": ("bert", TINY_BERT, "gpt2", TINY_GPT2, dict(decoder_start_token_id=98, pad_token_id=98, eos_token_id=98)),
     "bertshare": ("bert", TINY_BERT, "bert", TINY_BERT, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3, tie_encoder_decoder=True)),
 }
+# The further families (tests/test_families.py), kept apart so the training and precision tests that
+# loop over PAIRS stay fast.
+FAMILY_PAIRS = {
+    "bertgen2bertgen": ("bert-generation", TINY_BERT_GENERATION, "bert-generation", TINY_BERT_GENERATION,
+                        dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=1)),
+    "bertgenshare": ("bert-generation", TINY_BERT_GENERATION, "bert-generation", TINY_BERT_GENERATION,
+                     dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=1, tie_encoder_decoder=True)),
+    "xlmr2xlmr": ("xlm-roberta", TINY_ROBERTA, "xlm-roberta", TINY_ROBERTA, ROBERTA_IDS),
+    "camembert2camembert": ("camembert", TINY_ROBERTA, "camembert", TINY_ROBERTA, ROBERTA_IDS),
+    "electra2electra": ("electra", TINY_ELECTRA, "electra", TINY_ELECTRA, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
+    "distilbert2bert": ("distilbert", TINY_DISTILBERT, "bert", TINY_BERT, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
+    "xlmr2gpt2": ("xlm-roberta", TINY_ROBERTA, "gpt2", TINY_GPT2, dict(decoder_start_token_id=98, pad_token_id=98, eos_token_id=98)),
+    "electra2bert": ("electra", TINY_ELECTRA, "bert", TINY_BERT_WIDE, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
+}
+ALL_PAIRS = {**PAIRS, **FAMILY_PAIRS}
+# model_type -> the config class name, the same in transformers and encdec.
+CONFIG_CLASSES = {
+    "bert": "BertConfig", "roberta": "RobertaConfig", "gpt2": "GPT2Config", "xlm-roberta": "XLMRobertaConfig",
+    "camembert": "CamembertConfig", "bert-generation": "BertGenerationConfig", "electra": "ElectraConfig",
+    "distilbert": "DistilBertConfig",
+}
 
 
-def reference_model(name: str, seed: int = 0):
+def reference_model(name: str, seed: int = 0, std: float | None = None):
     """transformers' EncoderDecoderModel for a pair, in eval mode. For BERTShare the encoder is
-    made equal to the decoder's base model, since transformers 5 keeps two copies."""
+    made equal to the decoder's base model, since transformers 5 keeps two copies. `std`: see
+    `spread_weights`."""
     import transformers
 
-    enc_type, enc_kw, dec_type, dec_kw, top = PAIRS[name]
-    classes = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig, "gpt2": transformers.GPT2Config}
-    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
-        classes[enc_type](**enc_kw), classes[dec_type](**dec_kw)
-    )
+    enc_type, enc_kw, dec_type, dec_kw, top = ALL_PAIRS[name]
+    enc_cls, dec_cls = (getattr(transformers, CONFIG_CLASSES[t]) for t in (enc_type, dec_type))
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(enc_cls(**enc_kw), dec_cls(**dec_kw))
     for key, value in top.items():
         setattr(config, key, value)
     torch.manual_seed(seed)
     model = transformers.EncoderDecoderModel(config=config).eval()
+    if std is not None:
+        spread_weights(model, std)
     if top.get("tie_encoder_decoder"):
         base = model.decoder.base_model.state_dict()
         model.encoder.load_state_dict({k: base[k] for k in base}, strict=False)
@@ -45,17 +76,15 @@ def reference_model(name: str, seed: int = 0):
 def encdec_config(name: str):
     import encdec
 
-    enc_type, enc_kw, dec_type, dec_kw, top = PAIRS[name]
-    classes = {"bert": encdec.BertConfig, "roberta": encdec.RobertaConfig, "gpt2": encdec.GPT2Config}
-    return encdec.EncoderDecoderConfig.from_encoder_decoder_configs(
-        classes[enc_type](**enc_kw), classes[dec_type](**dec_kw), **top
-    )
+    enc_type, enc_kw, dec_type, dec_kw, top = ALL_PAIRS[name]
+    enc_cls, dec_cls = (getattr(encdec.config, CONFIG_CLASSES[t]) for t in (enc_type, dec_type))
+    return encdec.EncoderDecoderConfig.from_encoder_decoder_configs(enc_cls(**enc_kw), dec_cls(**dec_kw), **top)
 
 
 def padded_batch(name: str, batch: int = 3, src_len: int = 11, tgt_len: int = 7, seed: int = 1):
     """Sources and labels with padding inside the batch: rows 1 and 2 shorter than row 0."""
     g = torch.Generator().manual_seed(seed)
-    enc_pad = PAIRS[name][4]["pad_token_id"] if name != "bert2gpt2" else 0
+    enc_pad = encdec_config(name).encoder.pad_token_id or 0
     input_ids = torch.randint(3, 98, (batch, src_len), generator=g)
     attention_mask = torch.ones(batch, src_len, dtype=torch.long)
     attention_mask[1, src_len - 4:] = 0
@@ -65,6 +94,26 @@ def padded_batch(name: str, batch: int = 3, src_len: int = 11, tgt_len: int = 7,
     labels[1, tgt_len - 2:] = -100
     labels[2, 2:] = -100
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def spread_weights(model, std: float = 0.25):
+    """Larger random weights, so that the tiny model's output depends on its source (with the
+    default 0.02 every source gives the same tokens, which would hide mix-ups between rows)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def mid_sequence_token(ref, batch) -> int:
+    """A token the model emits a few steps in, used as EOS so that rows end at different steps
+    (random tiny models rarely emit the configured EOS)."""
+    out = ref.generate(**batch, max_length=12, num_beams=2, no_repeat_ngram_size=2, eos_token_id=None)
+    counts = torch.bincount(out[:, 3:].flatten(), minlength=out.max() + 1)
+    counts[out[:, :3].flatten()] = 0
+    return int(counts.argmax())
 
 
 def train_losses(model, batch: dict, steps: int, lr: float, **forward_kwargs) -> list[float]:
@@ -79,3 +128,42 @@ def train_losses(model, batch: dict, steps: int, lr: float, **forward_kwargs) ->
         optimizer.zero_grad()
         losses.append(loss.item())
     return losses
+
+
+# ---------------------------------------------------------------- tokenizers for tiny folders
+
+WORDS = (
+    "the a house river müde straße café naïve über école garçon sind sie möchten kaffee woche einen mit mir "
+    "diese would you like to grab coffee week 2024 3.5 % hello world ! ? , . élan déjà zoë Größe résumé fox"
+).split()
+SYLLABLES = "ka ro mi lä sch ter ung en über ca fé ni ço ß an de la qu ix tra po ne".split()
+BERT_GENERATION_IDS = dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3)  # as bert-generation checkpoints
+
+
+def corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """A few hundred lines of words and made-up words (accents included) to train SentencePiece on."""
+    r = random.Random(seed)
+
+    def word() -> str:
+        return r.choice(WORDS) if r.random() < 0.6 else "".join(r.choice(SYLLABLES) for _ in range(r.randint(1, 4)))
+
+    return [" ".join(word() for _ in range(r.randint(3, 14))) for _ in range(lines)]
+
+
+def train_sentencepiece(model_type: str = "unigram", **ids) -> bytes:
+    """A real SentencePiece model (the .model file's bytes), ~200 pieces."""
+    import sentencepiece
+
+    out = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus()), model_writer=out, vocab_size=200, hard_vocab_limit=False,
+        model_type=model_type, character_coverage=1.0, num_threads=1, minloglevel=2, **ids,
+    )
+    return out.getvalue()
+
+
+def write_vocab_txt(folder) -> int:
+    """A small WordPiece vocab.txt (BERT's special tokens first); returns its size."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w.lower() for w in WORDS}), "##s", "##ed"]
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    return len(tokens)

@@ -1,0 +1,84 @@
+"""The shipped conf/model entries of each family build a model through Hydra, against tiny random
+folders registered as mirrors of the Hub ids they name (no network)."""
+
+import json
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from tiny_models import BERT_GENERATION_IDS, TINY_BERT, TINY_DISTILBERT, TINY_ELECTRA, TINY_ROBERTA, train_sentencepiece, write_vocab_txt
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("sentencepiece")
+
+
+def _spm_folder(folder, family: str) -> int:
+    """SentencePiece tokenizer files as the family's Hub folders hold them; returns the vocab size."""
+    if family == "bert-generation":
+        (folder / "spiece.model").write_bytes(train_sentencepiece(**BERT_GENERATION_IDS))
+        transformers.BertGenerationTokenizer(str(folder / "spiece.model")).save_pretrained(folder)
+    else:
+        (folder / "sentencepiece.bpe.model").write_bytes(train_sentencepiece())
+        (folder / "config.json").write_text(json.dumps({"model_type": family}))
+    return len(transformers.AutoTokenizer.from_pretrained(folder))
+
+
+# Hub id -> (transformers class, config class, tiny kwargs, tokenizer kind)
+MIRRORS = {
+    "google/bert_for_seq_generation_L-24_bbc_encoder": ("BertGenerationEncoder", "BertGenerationConfig", TINY_BERT, "bert-generation"),
+    "FacebookAI/xlm-roberta-base": ("XLMRobertaModel", "XLMRobertaConfig", TINY_ROBERTA, "xlm-roberta"),
+    "almanach/camembert-base": ("CamembertModel", "CamembertConfig", TINY_ROBERTA, "camembert"),
+    "google/electra-base-discriminator": ("ElectraModel", "ElectraConfig", TINY_ELECTRA, "wordpiece"),
+    "google/electra-base-generator": ("ElectraForMaskedLM", "ElectraConfig", TINY_ELECTRA, "wordpiece"),
+    "distilbert/distilbert-base-uncased": ("DistilBertModel", "DistilBertConfig", TINY_DISTILBERT, "wordpiece"),
+    "google-bert/bert-base-uncased": ("BertModel", "BertConfig", TINY_BERT, "wordpiece"),
+}
+
+
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory):
+    """Tiny folders for the Hub ids, served through an ENCDEC_MIRRORS file for this module only."""
+    table = {}
+    for repo, (model_class, config_class, kwargs, tokenizer) in MIRRORS.items():
+        folder = tmp_path_factory.mktemp(repo.replace("/", "_"))
+        size = write_vocab_txt(folder) if tokenizer == "wordpiece" else _spm_folder(folder, tokenizer)
+        config = getattr(transformers, config_class)(**{**kwargs, "vocab_size": size})
+        getattr(transformers, model_class)(config).save_pretrained(folder)
+        table[repo] = str(folder)
+    mirrors = tmp_path_factory.mktemp("mirrors") / "mirrors.json"
+    mirrors.write_text(json.dumps(table))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ENCDEC_MIRRORS", str(mirrors))
+        yield
+
+
+@pytest.mark.parametrize("overrides, families", [
+    (["model=bertgen_share"], ("bert-generation", "bert-generation")),
+    (["model=xlmr2xlmr"], ("xlm-roberta", "xlm-roberta")),
+    (["model/encoder=camembert-base", "model/decoder=camembert-base"], ("camembert", "camembert")),
+    (["model/encoder=electra-base", "model/decoder=electra-base"], ("electra", "electra")),
+    (["model/encoder=distilbert-base-uncased", "model/decoder=bert-base-uncased"], ("distilbert", "bert")),
+    (["model/encoder=xlm-roberta-base", "model/decoder=bert-generation"], ("xlm-roberta", "bert-generation")),
+])
+def test_family_entries_build_and_generate(mirrored, compose, overrides, families):
+    parts = instantiate(compose(*overrides).model)
+    model, tokenizer = parts.model, parts.decoder_tokenizer
+    assert (model.config.encoder.model_type, model.config.decoder.model_type) == families
+    role = compose(*overrides).model.decoder
+    assert model.config.decoder_start_token_id == getattr(tokenizer, f"{role.start_token}_token_id")
+    assert model.config.pad_token_id == getattr(tokenizer, f"{role.pad_token}_token_id")
+    batch = parts.tokenizer(["would you like a coffee", "hello world"])
+    out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=3)
+    assert out.shape[0] == 2 and torch.all(out[:, 0] == model.config.decoder_start_token_id)
+
+
+def test_bertgen_share_shares_the_warm_started_weights(mirrored, compose):
+    model = instantiate(compose("model=bertgen_share").model).model
+    assert model.encoder.layers[0].self_attn.qkv.weight is model.decoder.layers[0].self_attn.qkv.weight
+
+
+def test_unknown_family_entry_lists_the_shipped_ones(compose):
+    with pytest.raises(ConfigCompositionException, match="xlm-roberta-base"):
+        compose("model/encoder=t5-base")
