@@ -79,3 +79,14 @@ def train_losses(model, batch: dict, steps: int, lr: float, **forward_kwargs) ->
         optimizer.zero_grad()
         losses.append(loss.item())
     return losses
+
+
+def summaries_one_by_one(model, encoder_tokenizer, decoder_tokenizer, texts: list[str], **settings) -> list[str]:
+    """What a summarising front end should return: each text alone (no padding) through
+    `model.generate(**settings)`, decoded without special tokens, whitespace collapsed to one line."""
+    out = []
+    for text in texts:
+        enc = encoder_tokenizer([text])
+        ids = model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], **settings)
+        out.append(" ".join(decoder_tokenizer.decode(ids[0], skip_special_tokens=True).split()))
+    return out
