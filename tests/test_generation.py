@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from encdec import EncoderDecoderModel, GenerationConfig
-from tiny_models import padded_batch, reference_model
+from tiny_models import padded_batch, reference_model, spread_weights
 
 transformers = pytest.importorskip("transformers")
 
@@ -31,17 +31,6 @@ def pair(request, tmp_path_factory):
     batch = padded_batch(name, batch=4)
     batch.pop("labels")
     return ref, EncoderDecoderModel.from_pretrained(folder), batch, mid_sequence_token(ref, batch)
-
-
-def spread_weights(model, std: float = 0.25):
-    """Larger random weights, so that the tiny model's output depends on its source (with the
-    default 0.02 every source gives the same tokens, which would hide mix-ups between rows)."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 def mid_sequence_token(ref, batch) -> int:

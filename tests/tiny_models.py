@@ -42,6 +42,17 @@ def reference_model(name: str, seed: int = 0):
     return model
 
 
+def spread_weights(model, std: float = 0.25, seed: int = 0):
+    """Larger random weights, so that the tiny model's output depends on its source (with the
+    default 0.02 every source gives the same tokens, which would hide mix-ups between rows)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
 def encdec_config(name: str):
     import encdec
 
