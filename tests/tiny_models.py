@@ -73,6 +73,17 @@ def reference_model(name: str, seed: int = 0, std: float | None = None):
     return model
 
 
+def spread_weights(model, std: float = 0.25, seed: int = 0):
+    """Larger random weights, so that the tiny model's output depends on its source (with the
+    default 0.02 every source gives the same tokens, which would hide mix-ups between rows)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
 def encdec_config(name: str):
     import encdec
 
@@ -167,3 +178,14 @@ def write_vocab_txt(folder) -> int:
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w.lower() for w in WORDS}), "##s", "##ed"]
     (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
     return len(tokens)
+
+
+def summaries_one_by_one(model, encoder_tokenizer, decoder_tokenizer, texts: list[str], **settings) -> list[str]:
+    """What a summarising front end should return: each text alone (no padding) through
+    `model.generate(**settings)`, decoded without special tokens, whitespace collapsed to one line."""
+    out = []
+    for text in texts:
+        enc = encoder_tokenizer([text])
+        ids = model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], **settings)
+        out.append(" ".join(decoder_tokenizer.decode(ids[0], skip_special_tokens=True).split()))
+    return out
