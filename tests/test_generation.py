@@ -5,11 +5,7 @@ import pytest
 import torch
 
 from encdec import EncoderDecoderModel, GenerationConfig
-<<<<<<< HEAD
 from tiny_models import mid_sequence_token, padded_batch, reference_model, spread_weights
-=======
-from tiny_models import padded_batch, reference_model, spread_weights
->>>>>>> issue13
 
 transformers = pytest.importorskip("transformers")
 
@@ -37,18 +33,6 @@ def pair(request, tmp_path_factory):
     return ref, EncoderDecoderModel.from_pretrained(folder), batch, mid_sequence_token(ref, batch)
 
 
-<<<<<<< HEAD
-=======
-def mid_sequence_token(ref, batch) -> int:
-    """A token the model emits a few steps in, used as EOS so that rows end at different steps
-    (random tiny models rarely emit the configured EOS)."""
-    out = ref.generate(**batch, max_length=12, num_beams=2, no_repeat_ngram_size=2, eos_token_id=None)
-    counts = torch.bincount(out[:, 3:].flatten(), minlength=out.max() + 1)
-    counts[out[:, :3].flatten()] = 0
-    return int(counts.argmax())
-
-
->>>>>>> issue13
 def both(ref, ours, batch, **kwargs):
     with torch.no_grad():
         expected = ref.generate(**batch, **kwargs)

@@ -185,7 +185,7 @@ def test_evaluate_dtype_and_batch_size(folder, tmp_path):
     expected = reference(folder, "bfloat16")
     assert expected != reference(folder)
     assert evaluate(folder, tmp_path / "bf16", "dtype=bfloat16", "batch_size=5") == expected
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match=r"batch_size=0: must be >= 1"):
         evaluate(folder, tmp_path / "zero", "batch_size=0")
 
 

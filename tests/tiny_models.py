@@ -107,17 +107,6 @@ def padded_batch(name: str, batch: int = 3, src_len: int = 11, tgt_len: int = 7,
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
 
 
-def spread_weights(model, std: float = 0.25):
-    """Larger random weights, so that the tiny model's output depends on its source (with the
-    default 0.02 every source gives the same tokens, which would hide mix-ups between rows)."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
 def mid_sequence_token(ref, batch) -> int:
     """A token the model emits a few steps in, used as EOS so that rows end at different steps
     (random tiny models rarely emit the configured EOS)."""
