@@ -20,6 +20,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 
 from encdec.batching import LABEL_PAD
+from encdec.errors import UsageError
 from encdec.rouge import ROUGE_TYPES, score_pairs
 from encdec.tokenizer import Tokenizer
 
@@ -110,6 +111,7 @@ class Seq2SeqModule(LightningModule):
         run_config: dict[str, Any] | None = None,
         freeze: list[str] | None = None,
         compile: bool | str = False,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
@@ -119,6 +121,9 @@ class Seq2SeqModule(LightningModule):
             self.model.compile(dynamic=True, backend="inductor" if compile is True else compile)
         self.make_optimizer, self.make_scheduler, self.weight_decay = optimizer, scheduler, weight_decay
         self.lr_scale = dict(lr_scale or {})
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UsageError(f"module.label_smoothing={label_smoothing}: must be in [0, 1) (e.g. 0.1).")
+        self.label_smoothing = label_smoothing
         self.generation = dict(generation or {})
         self.table_rows, self.run_config = table_rows, run_config
         self._val: list[dict[str, Any]] = []
@@ -147,6 +152,7 @@ class Seq2SeqModule(LightningModule):
         return self.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
             decoder_attention_mask=batch.get("decoder_attention_mask"), return_logits=False,
+            label_smoothing=self.label_smoothing,
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

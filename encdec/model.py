@@ -118,8 +118,11 @@ class EncoderDecoderModel(nn.Module):
         labels: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         return_logits: bool = True,
+        label_smoothing: float = 0.0,
     ) -> Seq2SeqLMOutput:
-        """Logits for every decoder position, and the mean cross-entropy over labels != -100.
+        """Logits for every decoder position, and the mean cross-entropy over labels != -100
+        (label-smoothed as `F.cross_entropy(label_smoothing=...)` when asked: an encdec extension,
+        the training objective of Seq2SeqTrainer's `label_smoothing_factor`).
 
         With labels and `return_logits=False` (the training fast path) encoder and decoder run on
         real tokens only and the vocabulary projection only on labelled positions, in chunks; the
@@ -137,7 +140,7 @@ class EncoderDecoderModel(nn.Module):
         if labels is not None and not return_logits:
             return self._packed_loss(
                 input_ids, attention_mask, token_type_ids, encoder_outputs,
-                decoder_input_ids, decoder_attention_mask, labels,
+                decoder_input_ids, decoder_attention_mask, labels, label_smoothing,
             )
         encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids) if encoder_outputs is None \
             else _hidden_of(encoder_outputs)
@@ -150,7 +153,10 @@ class EncoderDecoderModel(nn.Module):
         logits = self.decoder.logits(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
+                label_smoothing=label_smoothing,
+            )
         return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_hidden)
 
     def _packed_loss(
@@ -162,6 +168,7 @@ class EncoderDecoderModel(nn.Module):
         decoder_input_ids: Tensor,
         decoder_attention_mask: Tensor | None,
         labels: Tensor,
+        label_smoothing: float = 0.0,
     ) -> Seq2SeqLMOutput:
         """The training fast path on packed tokens (see encdec.packing): the encoder computes only
         unpadded sources; the decoder only positions that carry a label or serve as a key."""
@@ -182,19 +189,21 @@ class EncoderDecoderModel(nn.Module):
             memory_mask=PackedMask(target.lengths, source.lengths),
             packing=target,
         )  # (N_tgt, C)
-        loss = self.labelled_loss(hidden, target.pack(labels))
+        loss = self.labelled_loss(hidden, target.pack(labels), label_smoothing)
         if encoder_hidden is None:
             encoder_hidden = source.unpack(packed_source)
         return Seq2SeqLMOutput(loss=loss, encoder_last_hidden_state=encoder_hidden)
 
-    def labelled_loss(self, hidden: Tensor, labels: Tensor) -> Tensor:
+    def labelled_loss(self, hidden: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """Mean cross-entropy over labels != -100, projecting only those positions, a chunk of rows
         at a time, with the logits' gradients taken as each chunk is made (encdec.loss), so no
         logits are kept for backward."""
         keep = labels != -100
         features, weight, bias = self.decoder.projection(hidden[keep])  # (N, C)
         count = int(keep.sum())
-        return linear_cross_entropy(features, weight, bias, labels[keep], self.loss_chunk_size, 1.0 / max(count, 1))
+        return linear_cross_entropy(
+            features, weight, bias, labels[keep], self.loss_chunk_size, 1.0 / max(count, 1), label_smoothing,
+        )
 
     def _check_labels(self, labels: Tensor) -> None:
         missing = [k for k in ("decoder_start_token_id", "pad_token_id") if getattr(self.config, k) is None]

@@ -33,6 +33,7 @@ class Number:
     example: str
     optional: bool = False  # null allowed
     exclusive: bool = False  # minimum itself not allowed
+    below: float | None = None  # values must stay under this
 
     def problem(self, value: Any) -> str | None:
         if value is None:
@@ -42,6 +43,8 @@ class Number:
             return f"must be a {'whole number' if self.whole else 'number'}"
         if self.minimum is not None and (value < self.minimum or (self.exclusive and value == self.minimum)):
             return f"must be {'>' if self.exclusive else '>='} {self.minimum:g}"
+        if self.below is not None and value >= self.below:
+            return f"must be < {self.below:g}"
         return None
 
 
@@ -58,6 +61,7 @@ TRAIN = [
     Number("optim.weight_decay", False, 0, "0.01"),
     Number("optim.warmup_steps", True, 0, "500"),
     Number("data.batch_size", True, 1, "16"),
+    Number("data.max_tokens", True, 2, "4096", optional=True),
     Number("data.eval_batch_size", True, 1, "32", optional=True),
     Number("data.max_source_length", True, 2, "512"),
     Number("data.max_target_length", True, 2, "128"),
@@ -69,6 +73,7 @@ TRAIN = [
     Number("trainer.accumulate_grad_batches", True, 1, "1"),
     Number("trainer.gradient_clip_val", False, 0, "1.0", optional=True),
     Number("module.table_rows", True, 0, "8"),
+    Number("module.label_smoothing", False, 0, "0.1", below=1),
     Number("torch_threads", True, 1, "1", optional=True),
     Number("seed", True, None, "42"),
     *GENERATION,

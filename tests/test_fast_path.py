@@ -15,10 +15,10 @@ def _loss_and_grads(model, batch, **kwargs):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def assert_fast_path_matches_plain(model, batch) -> None:
+def assert_fast_path_matches_plain(model, batch, **kwargs) -> None:
     """Loss and every gradient of the fast path equal the plain path's."""
-    plain_loss, plain_grads = _loss_and_grads(model, batch)
-    fast_loss, fast_grads = _loss_and_grads(model, batch, return_logits=False)
+    plain_loss, plain_grads = _loss_and_grads(model, batch, **kwargs)
+    fast_loss, fast_grads = _loss_and_grads(model, batch, return_logits=False, **kwargs)
     torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=0)
     assert fast_grads.keys() == plain_grads.keys()
     for key in plain_grads:

@@ -158,3 +158,55 @@ def test_compile_switch_runs_the_training_loss_through_dynamo():
     assert torch._dynamo.utils.counters["stats"]["calls_captured"] > 0
     torch.testing.assert_close(got, expected)
     assert [n for n, _ in module.model.named_parameters()] == names
+
+
+# ---------------------------------------------------------------- label smoothing (module.label_smoothing)
+
+
+@pytest.mark.parametrize("name", ["bert2bert", "bert2gpt2", "bertshare"])
+def test_label_smoothing_equals_torch_on_the_plain_path_and_the_fast_path_equals_plain(name):
+    from test_fast_path import assert_fast_path_matches_plain
+    from tiny_models import encdec_config, padded_batch, spread_weights
+
+    torch.manual_seed(0)
+    model = spread_weights(EncoderDecoderModel(encdec_config(name)), std=0.1).eval()  # not uniform: smoothing shows
+    batch = padded_batch(name, batch=4, tgt_len=9)
+    with torch.no_grad():
+        logits = model(**batch).logits
+        smoothed = model(**batch, label_smoothing=0.1).loss
+    expected = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, label_smoothing=0.1
+    )
+    plain = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+    torch.testing.assert_close(smoothed, expected, atol=1e-6, rtol=0)
+    assert abs(float(smoothed - plain)) > 1e-3  # the setting changes the loss
+    for chunk in (None, 5):
+        model.loss_chunk_size = chunk
+        assert_fast_path_matches_plain(model, batch, label_smoothing=0.1)
+
+
+def test_module_label_smoothing_reaches_the_training_loss(compose):
+    import train
+
+    cfg = compose(*TINY, "module.label_smoothing=0.2")
+    parts, datamodule, module, _ = train.build(cfg)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    model_batch = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    parts.model.eval()  # no dropout: the two losses see the same network
+    with torch.no_grad():
+        logits = parts.model(**model_batch).logits
+        ours = module(batch).loss
+    expected = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, label_smoothing=0.2
+    )
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1"])
+def test_label_smoothing_out_of_range_is_one_line(compose, value):
+    from encdec.errors import UsageError
+    from encdec.preflight import check_train_config
+
+    with pytest.raises(UsageError, match=rf"module.label_smoothing={value}: must be"):
+        check_train_config(compose(*TINY, f"module.label_smoothing={value}"))
