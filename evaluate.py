@@ -38,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from encdec.preflight import check_evaluate_config
 
     check_evaluate_config(cfg)
-    from encdec.evaluation import PredictionStore, predict, read_examples, report, score
+    from encdec.evaluation import PredictionStore, predict, read_examples, report, score, write_plots
     from encdec.runs import write_json
 
     data = hydra.utils.instantiate(cfg.data.source)
@@ -49,11 +49,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     identity.update(data=repr(data), split=cfg.split)
     store = PredictionStore(Path(cfg.output_dir), identity, overwrite=cfg.overwrite)
     predictions, rate = predict(examples, store, summarize_batch, cfg.batch_size)
-    scores = score(examples, predictions, cfg.rouge_workers, cfg.bootstrap_samples)
+    scores, pairs = score(examples, predictions, cfg.rouge_workers, cfg.bootstrap_samples)
     metrics = {**identity, "examples": len(examples), "examples_per_s": rate, "rouge": scores}
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     print(report(scores, identity["data"]))
     print(f"predictions: {store.path}\nmetrics: {Path(cfg.output_dir) / 'metrics.json'}")
+    if cfg.get("plots"):
+        print(f"plots: {write_plots(examples, predictions, pairs, Path(cfg.output_dir))}")
     return metrics
 
 

@@ -135,6 +135,10 @@ def train(cfg: DictConfig) -> float | None:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     summary = run_summary(cfg.monitor, module, trainer, export_best(cfg, parts, trainer))
     places = logger_locations(trainer) if trainer.global_rank == 0 else []
+    if trainer.global_rank == 0 and cfg.get("plots"):
+        from encdec.plots import write_training_curve
+
+        write_training_curve(summary["validation"], run_dir)  # before close_loggers: wandb gets it too
     close_loggers(trainer)
     if trainer.global_rank == 0:
         write_json(run_dir / "metrics.json", summary)

@@ -205,11 +205,23 @@ def predict(
 
 def score(
     examples: list[Example], predictions: dict[str, str], num_workers: int = 1, bootstrap_samples: int = 1000
-) -> dict[str, Any]:
-    """ROUGE in split order, so a resumed run scores exactly like an uninterrupted one."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """ROUGE in split order, so a resumed run scores exactly like an uninterrupted one: the
+    bootstrap aggregate, and the per-example scores it was made from."""
     preds = [predictions[e.id] for e in examples]
     refs = [e.reference for e in examples]
-    return aggregate(score_pairs(preds, refs, num_workers=num_workers), n_samples=bootstrap_samples)
+    pairs = score_pairs(preds, refs, num_workers=num_workers)
+    return aggregate(pairs, n_samples=bootstrap_samples), pairs
+
+
+def write_plots(examples: list[Example], predictions: dict[str, str], pairs: list[dict[str, Any]], folder: Path) -> Path:
+    """plots.png: the per-example ROUGE-2 spread and predicted vs reference lengths."""
+    from encdec.plots import evaluation_figure, save
+
+    rouge2 = [100 * pair["rouge2"].fmeasure for pair in pairs]
+    predicted = [len(predictions[e.id].split()) for e in examples]
+    reference = [len(e.reference.split()) for e in examples]
+    return save(evaluation_figure(rouge2, predicted, reference), folder / "plots.png")
 
 
 def is_cnn_dailymail(data_description: str) -> bool:

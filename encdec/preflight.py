@@ -126,6 +126,10 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     if cfg.baseline is not None and cfg.baseline not in ("lead3", "reference"):
         raise UsageError(f"baseline={cfg.baseline!r}: use lead3, reference, or null to evaluate model_path.")
     check_device(cfg.get("device"), "device")
+    if cfg.get("plots"):
+        from encdec.plots import pyplot
+
+        pyplot()  # matplotlib missing: say so now, not after generating every summary
     data = cfg.data
     check_local_split(data.source, cfg.split, (data.text_column, data.summary_column, data.get("id_column")))
 

@@ -210,3 +210,31 @@ def test_label_smoothing_out_of_range_is_one_line(compose, value):
 
     with pytest.raises(UsageError, match=rf"module.label_smoothing={value}: must be"):
         check_train_config(compose(*TINY, f"module.label_smoothing={value}"))
+
+
+# ---------------------------------------------------------------- hyper-parameter search (hparams_search=optuna)
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_trials_and_reports_the_best(cache_dir, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    sweep = tmp_path / "sweep"
+    result = run_train(
+        ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+         f"hydra.sweep.dir={sweep}", *(o for o in TINY if not o.startswith("optim.lr=")),  # lr is searched
+         "trainer.max_steps=2", "monitor=val/loss", "monitor_mode=min", "hydra.sweeper.direction=minimize"],
+        tmp_path, cache_dir, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(trials) == 2
+    best = [json.loads((t / "metrics.json").read_text())["best"] for t in trials]
+    configs = [yaml.safe_load((t / "config.yaml").read_text()) for t in trials]
+    assert configs[0]["optim"]["lr"] != configs[1]["optim"]["lr"]  # the sampler's values reached the runs
+    for config in configs:
+        assert 1e-5 <= config["optim"]["lr"] <= 1e-3 and config["module"]["label_smoothing"] in (0.0, 0.1, 0.2)
+    report = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best[0] != best[1] and report["best_value"] == pytest.approx(min(best))
+    assert report["best_params"]["optim.lr"] == pytest.approx(configs[best.index(min(best))]["optim"]["lr"])
