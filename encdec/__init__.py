@@ -16,7 +16,7 @@ _EXPORTS = {
     "BackboneConfig": "encdec.config", "BertConfig": "encdec.config", "EncoderDecoderConfig": "encdec.config",
     "GPT2Config": "encdec.config", "RobertaConfig": "encdec.config", "GenerationConfig": "encdec.generation",
     "register_mirror": "encdec.hub", "resolve_model_dir": "encdec.hub", "EncoderDecoderModel": "encdec.model",
-    "Seq2SeqLMOutput": "encdec.model", "shift_right": "encdec.model", "Summarizer": "encdec.summarize",
+    "Seq2SeqLMOutput": "encdec.outputs", "shift_right": "encdec.model", "Summarizer": "encdec.summarize",
     "Tokenizer": "encdec.tokenizer", "load_tokenizer": "encdec.tokenizer",
 }
 # transformers' tokenizer class names, so code from its documentation ports by changing the import.

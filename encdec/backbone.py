@@ -67,8 +67,15 @@ class Embeddings(nn.Module):
         past_length: int = 0,
         packing: Packing | None = None,
         position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
     ) -> Tensor:
-        """(B, T, C); with `packing`, only the kept tokens, (N, C), at their padded-grid positions."""
+        """(B, T, C); with `packing`, only the kept tokens, (N, C), at their padded-grid positions.
+        `inputs_embeds` (B, T, width) replace the word embeddings of input_ids (then RoBERTa-style
+        positions simply count up from pad + 1, as transformers counts them)."""
+        if inputs_embeds is not None:
+            if input_ids is not None:
+                raise ValueError("Pass input_ids or inputs_embeds, not both.")
+            input_ids = torch.full(inputs_embeds.shape[:2], (self.pad_id or 0) + 1, device=inputs_embeds.device)
         if token_type_ids is not None and self.token_type is None:
             raise ValueError(
                 f"token_type_ids were passed, but {self.model_type} has no token-type embeddings; drop them."
@@ -80,7 +87,7 @@ class Embeddings(nn.Module):
         if packing is not None:
             input_ids, positions = packing.pack(input_ids), packing.pack(positions)
             token_type_ids = None if token_type_ids is None else packing.pack(token_type_ids)
-        x = self.word(input_ids) + self.position(positions)
+        x = (self.word(input_ids) if inputs_embeds is None else inputs_embeds) + self.position(positions)
         if self.token_type is not None:
             x = x + (self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids))
         if self.norm is not None:
