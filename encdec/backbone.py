@@ -186,6 +186,27 @@ class Backbone(nn.Module):
         head_weight = self.head.weight if self.config.is_decoder else None
         return self.embeddings.word.weight if head_weight is None else head_weight
 
+    def resize_token_embeddings(self, new_num_tokens: int) -> None:
+        """Grow or shrink the vocabulary: old rows kept, new rows drawn like fresh weights (head bias 0)."""
+        old, std = self.embeddings.word, self.config.initializer_range
+        keep = min(new_num_tokens, old.num_embeddings)
+        word = nn.Embedding(new_num_tokens, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < new_num_tokens else None)
+        word.to(old.weight.device, old.weight.dtype)
+        with torch.no_grad():
+            nn.init.normal_(word.weight, 0.0, std)
+            word.weight[:keep] = old.weight[:keep]
+        self.embeddings.word = word
+        head = getattr(self, "head", None)
+        for name in ("bias", "weight"):
+            param = getattr(head, name, None) if head is not None else None
+            if param is not None:
+                new = torch.zeros((new_num_tokens, *param.shape[1:]), dtype=param.dtype, device=param.device)
+                if name == "weight":
+                    nn.init.normal_(new, 0.0, std)
+                new[:keep] = param.detach()[:keep]
+                setattr(head, name, nn.Parameter(new))
+        self.config.vocab_size = new_num_tokens
+
     def init_weights(self) -> None:
         """BERT's normal(0, initializer_range) init; GPT-2's scaled residual projections; zero head
         bias; DistilBERT's sinusoidal positions when asked."""

@@ -136,6 +136,20 @@ def _cache_of(past_key_values: Any, use_cache: bool) -> Cache | None:
     return past_key_values
 
 
+def output_embeddings(decoder: Backbone) -> SimpleNamespace:
+    """The vocabulary projection: `.weight` (V, C), the word embeddings unless tie_word_embeddings=False, and `.bias`."""
+    return SimpleNamespace(weight=decoder.output_embeddings(), bias=decoder.head.bias)
+
+
+def count_parameters(module: nn.Module, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+    """Distinct parameters (shared ones counted once), as transformers' num_parameters."""
+    skip = set()
+    if exclude_embeddings:
+        skip = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    params = {id(p): p for p in module.parameters() if id(p) not in skip}.values()
+    return sum(p.numel() for p in params if p.requires_grad or not only_trainable)
+
+
 class TransformersAPI:
     """Accessors and conveniences of transformers' PreTrainedModel, for EncoderDecoderModel."""
 
@@ -155,9 +169,7 @@ class TransformersAPI:
         return self.encoder.embeddings.word
 
     def get_output_embeddings(self) -> SimpleNamespace:
-        """The decoder's vocabulary projection: `.weight` (V, C), tied to its input embeddings unless
-        tie_word_embeddings=False, and `.bias`."""
-        return SimpleNamespace(weight=self.decoder.output_embeddings(), bias=self.decoder.head.bias)
+        return output_embeddings(self.decoder)
 
     def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError(
@@ -171,12 +183,7 @@ class TransformersAPI:
             self.tie_encoder_decoder()
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """Distinct parameters (shared ones counted once)."""
-        skip = set()
-        if exclude_embeddings:
-            skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
-        params = {id(p): p for p in self.parameters() if id(p) not in skip}.values()
-        return sum(p.numel() for p in params if p.requires_grad or not only_trainable)
+        return count_parameters(self, only_trainable, exclude_embeddings)
 
     @property
     def device(self) -> torch.device:
