@@ -17,7 +17,10 @@ from encdec.checkpoints import (
     normalize_keys, prefixed, read_state_dict, report_warm_start, to_hf, untied, write_safetensors,
 )
 from encdec.config import EncoderDecoderConfig
-from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig, current_generation_config, generate
+from encdec.generation import (
+    GENERATION_CONFIG_NAME, GenerationConfig, _base_config, current_generation_config, generate, resolve,
+)
+from encdec.generation_extras import GenerateOutput, generate_output, prepare
 from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
 from encdec.model_api import TransformersAPI, _read_backbone_config, _split_kwargs, apply_load_options, compose, explicit_forward, split_load_options, wants_explicit
@@ -252,12 +255,20 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
-        generation_config: GenerationConfig | None = None,
+        generation_config: Any = None,
         **kwargs: Any,
-    ) -> Tensor:
+    ) -> Tensor | GenerateOutput:
         """Greedy search, sampling or beam search (see encdec.generation); token ids that start
-        with decoder_start_token_id. kwargs are GenerationConfig fields, or `generator`."""
-        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+        with decoder_start_token_id. kwargs are GenerationConfig fields, `generator`, or the
+        transformers options of encdec.generation_extras (return_dict_in_generate, output_scores,
+        bad_words_ids, forced_bos/eos_token_id); `generation_config` may be transformers' own."""
+        generation_config, kwargs, flags = prepare(generation_config, kwargs)
+        sequences = generate(self, input_ids, attention_mask, generation_config, **kwargs)
+        if not flags["return_dict_in_generate"]:
+            return sequences
+        kwargs.pop("generator", None)
+        plan = resolve(_base_config(self, generation_config), kwargs, self.config.decoder.max_positions)
+        return generate_output(self, input_ids, attention_mask, sequences, plan, flags["output_scores"])
 
     # ------------------------------------------------------------------ Hugging Face checkpoints
 
