@@ -384,3 +384,19 @@ def test_gpt2_config_names_as_overrides(family):
     same_projection(ours, ref)
     assert ours.config.decoder.hidden_act == "gelu" == ref.config.decoder.activation_function
     close(run(ours, **inputs(pair)).logits, run(ref, **inputs(pair)).logits)
+
+
+def test_config_attributes_set_later_are_used_and_saved(tmp_path):
+    """An attribute set after construction is saved and read back (ours and transformers'), and a
+    family's own name sets our field."""
+    from tiny_models import encdec_config
+
+    model = encdec.EncoderDecoderModel(encdec_config("bert2gpt2"))
+    model.config.output_hidden_states = True
+    model.config.decoder.n_layer = 2
+    assert model.config.decoder.num_hidden_layers == 2
+    model.save_pretrained(tmp_path)
+    loaded = encdec.EncoderDecoderModel.from_pretrained(tmp_path)
+    assert loaded.config.output_hidden_states and transformers.EncoderDecoderConfig.from_pretrained(tmp_path).output_hidden_states
+    out = run(loaded, input_ids=torch.tensor([[5, 6, 7]]), decoder_input_ids=torch.tensor([[98, 4]]))
+    assert len(out.decoder_hidden_states) == 3
