@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as Backend
 from encdec.config import max_positions_of
 from encdec.hub import resolve_model_dir
 from encdec.sentencepiece import SPM_FILES, Layout, load_spm_folder, spm_layout
+from encdec.tokenizer_api import Encoding, TokenizerAPI
 
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Tokens a role takes when no config names one and the vocabulary holds it (BERT, RoBERTa, GPT-2).
@@ -197,17 +198,7 @@ def clean_up_spaces(text: str) -> str:
     return text
 
 
-class Encoding(dict):
-    """A dict that also reads as attributes (`enc.input_ids`), like transformers' BatchEncoding."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class Tokenizer:
+class Tokenizer(TokenizerAPI):
     """A `tokenizers.Tokenizer` plus special tokens, limits and the HF folder format."""
 
     def __init__(
