@@ -190,8 +190,8 @@ class Backbone(nn.Module):
         """Grow or shrink the vocabulary: old rows kept, new rows drawn like fresh weights (head bias 0)."""
         old, std = self.embeddings.word, self.config.initializer_range
         keep = min(new_num_tokens, old.num_embeddings)
-        word = nn.Embedding(new_num_tokens, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < new_num_tokens else None)
-        word.to(old.weight.device, old.weight.dtype)
+        pad = old.padding_idx if old.padding_idx is not None and old.padding_idx < new_num_tokens else None
+        word = nn.Embedding(new_num_tokens, old.embedding_dim, padding_idx=pad).to(old.weight.device, old.weight.dtype)
         with torch.no_grad():
             nn.init.normal_(word.weight, 0.0, std)
             word.weight[:keep] = old.weight[:keep]

@@ -23,7 +23,7 @@ from encdec.generation import (
 from encdec.generation_extras import GenerateOutput, generate_output, prepare
 from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
-from encdec.model_api import TransformersAPI, _read_backbone_config, _split_kwargs, apply_load_options, compose, explicit_forward, split_load_options, wants_explicit
+from encdec.model_api import TransformersAPI, _read_backbone_config, _split_kwargs, hidden_of, apply_load_options, compose, explicit_forward, split_load_options, wants_explicit
 from encdec.modules import init_weights, padding_mask
 from encdec.outputs import Seq2SeqLMOutput
 from encdec.packing import PackedMask, Packing
@@ -160,12 +160,13 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
             )
             return out if return_dict else out.to_tuple()
         if labels is not None and not return_logits:
-            return self._packed_loss(
+            out = self._packed_loss(
                 input_ids, attention_mask, token_type_ids, encoder_outputs,
                 decoder_input_ids, decoder_attention_mask, labels,
             )
+            return out if return_dict else out.to_tuple()
         encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids) if encoder_outputs is None \
-            else _hidden_of(encoder_outputs)
+            else hidden_of(encoder_outputs)
         memory = self.memory(encoder_hidden)
         hidden = self.decoder(
             decoder_input_ids, decoder_attention_mask,
@@ -191,7 +192,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
     ) -> Seq2SeqLMOutput:
         """The training fast path on packed tokens (see encdec.packing): the encoder computes only
         unpadded sources; the decoder only positions that carry a label or serve as a key."""
-        encoder_hidden = None if encoder_outputs is None else _hidden_of(encoder_outputs)
+        encoder_hidden = None if encoder_outputs is None else hidden_of(encoder_outputs)
         grid = input_ids if input_ids is not None else encoder_hidden[..., 0]
         source = Packing.from_mask(
             torch.ones_like(grid, dtype=torch.bool) if attention_mask is None else attention_mask
@@ -370,13 +371,3 @@ def _rename_old_keys(module: nn.Module, state: dict[str, Tensor], prefix: str, *
             if key.startswith(prefix + old):
                 state[prefix + new + key[len(prefix + old):]] = state.pop(key)
                 break
-
-
-def _hidden_of(encoder_outputs: Any) -> Tensor:
-    """Accept a tensor, a tuple whose first item is the hidden states, or an object with
-    `last_hidden_state` (what transformers code passes)."""
-    if isinstance(encoder_outputs, Tensor):
-        return encoder_outputs
-    if hasattr(encoder_outputs, "last_hidden_state"):
-        return encoder_outputs.last_hidden_state
-    return encoder_outputs[0]

@@ -115,14 +115,20 @@ def explicit_forward(
     )
 
 
-def _given_encoder_outputs(encoder_outputs: Any) -> tuple[Tensor, Trace]:
-    """A tensor, a tuple (hidden, ...) or an object with last_hidden_state (and maybe more)."""
+def hidden_of(encoder_outputs: Any) -> Tensor:
+    """Accept a tensor, a tuple whose first item is the hidden states, or an object with
+    `last_hidden_state` (what transformers code passes)."""
     if isinstance(encoder_outputs, Tensor):
-        return encoder_outputs, Trace()
+        return encoder_outputs
     if hasattr(encoder_outputs, "last_hidden_state"):
-        get = lambda name: getattr(encoder_outputs, name, None)  # noqa: E731
-        return encoder_outputs.last_hidden_state, Trace(get("hidden_states"), get("attentions"))
-    return encoder_outputs[0], Trace()
+        return encoder_outputs.last_hidden_state
+    return encoder_outputs[0]
+
+
+def _given_encoder_outputs(encoder_outputs: Any) -> tuple[Tensor, Trace]:
+    """The hidden states, and the hidden states and attentions of all layers when given."""
+    get = lambda name: getattr(encoder_outputs, name, None)  # noqa: E731
+    return hidden_of(encoder_outputs), Trace(get("hidden_states"), get("attentions"))
 
 
 def _cache_of(past_key_values: Any, use_cache: bool) -> Cache | None:
