@@ -1,14 +1,18 @@
-"""transformers' tokenizer conveniences on top of `encdec.tokenizer.Tokenizer`: `encode`, `tokenize`,
-token <-> id conversions, `get_vocab`, the special ids, and `BatchEncoding.to(device)`.
-
-(`Tokenizer.__call__` keeps encdec's defaults, padding and truncation on; see the README.)
+"""transformers' tokenizer calls on top of `encdec.tokenizer.Tokenizer`: `__call__` with its
+arguments and defaults (no padding, no truncation, lists unless return_tensors says otherwise;
+pairs, text_target, token_type_ids), `encode`, `tokenize`, token <-> id conversions, `get_vocab`,
+the special ids, and `BatchEncoding.to(device)`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+
+# tokenizer classes whose calls return token_type_ids (as their transformers classes do)
+_TOKEN_TYPE_CLASSES = ("BertTokenizer", "BertTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast")
 
 
 class Encoding(dict):
@@ -30,6 +34,59 @@ class Encoding(dict):
 
 class TokenizerAPI:
     """Mixin for Tokenizer: methods with transformers' names, arguments and defaults."""
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        text_pair: str | list[str] | None = None,
+        text_target: str | list[str] | None = None,
+        *,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        return_token_type_ids: bool | None = None,
+    ) -> Encoding:
+        """Encode a text, a batch, or pairs: {"input_ids", ("token_type_ids"), "attention_mask"},
+        right-padded with the pad id when asked; `text_target` adds "labels" (or is the encoding
+        when no text is given). Defaults as transformers': no padding, no truncation, Python lists."""
+        if return_tensors not in ("pt", "np", None):
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt', 'np' or None.")
+        options = dict(add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+                       max_length=max_length, return_tensors=return_tensors)
+        if text is None:
+            if text_target is None:
+                raise ValueError("Pass text (and optionally text_pair) or text_target.")
+            return self._call_one(text_target, None, return_token_type_ids, **options)
+        out = self._call_one(text, text_pair, return_token_type_ids, **options)
+        if text_target is not None:
+            out["labels"] = self._call_one(text_target, None, False, **options)["input_ids"]
+        return out
+
+    def _call_one(self, text, pair, return_token_type_ids, *, add_special_tokens, padding, truncation, max_length,
+                  return_tensors) -> Encoding:
+        single = isinstance(text, str)
+        batch = [text] if single else list(text)
+        if pair is not None:
+            pairs = [pair] if isinstance(pair, str) else list(pair)
+            if len(pairs) != len(batch):
+                raise ValueError(f"text_pair has {len(pairs)} texts for {len(batch)} texts; pass one pair per text.")
+            batch = list(zip(batch, pairs))
+        limit = (max_length or self.model_max_length) if truncation not in (False, "do_not_truncate") else None
+        encodings = self._encodings(batch, limit, add_special_tokens)
+        ids, mask = self._pad([e.ids for e in encodings], self._padded_length([e.ids for e in encodings], padding, max_length))
+        columns = {"input_ids": ids}
+        wants_types = self.config.get("tokenizer_class") in _TOKEN_TYPE_CLASSES
+        if return_token_type_ids or (return_token_type_ids is None and wants_types):
+            columns["token_type_ids"] = [e.type_ids + [0] * (len(row) - len(e.type_ids)) for e, row in zip(encodings, ids)]
+        columns["attention_mask"] = mask
+        if return_tensors is None:
+            return Encoding({k: v[0] if single else v for k, v in columns.items()})
+        if len({len(r) for r in ids}) > 1:
+            raise ValueError("Sequences differ in length; pass padding=True to return tensors.")
+        make = (lambda rows: torch.tensor(rows, dtype=torch.long)) if return_tensors == "pt" else np.array
+        return Encoding({k: make(v) for k, v in columns.items()})
 
     def encode(
         self, text: str, add_special_tokens: bool = True, truncation: bool = False, max_length: int | None = None

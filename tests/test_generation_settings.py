@@ -204,7 +204,7 @@ def validation_predictions(folder: Path, tmp_path: Path, generation: dict) -> li
     batches = []
     for start in range(0, len(DOCS), 5):  # padded batches, as the data module makes them
         docs = DOCS[start:start + 5]
-        batch = dict(tokenizer(docs))
+        batch = dict(tokenizer(docs, padding=True, truncation=True, return_tensors="pt"))
         batch["labels"] = batch["input_ids"][:, 1:4].clone()
         batch.update(ids=[str(start + i) for i in range(len(docs))], references=docs)
         batches.append(batch)

@@ -51,6 +51,28 @@ def test_token_id_conversions_and_vocab(pair):
 
 def test_encoding_to_device(pair):
     ours, _ = pair
-    batch = ours(TEXTS[:2]).to("meta")
+    batch = ours(TEXTS[:2], padding=True, return_tensors="pt").to("meta")
     assert batch["input_ids"].device.type == "meta" and batch.attention_mask.device.type == "meta"
     assert isinstance(batch["input_ids"], torch.Tensor)
+
+
+def test_call_defaults_and_options_match_transformers(pair):
+    """No padding, no truncation, lists by default; pairs with token_type_ids, text_target,
+    return_tensors="np" and "pt", as transformers returns them."""
+    ours, theirs = pair
+    for kwargs in ({}, dict(padding=True), dict(padding=True, truncation=True, max_length=9, return_tensors="np"),
+                   dict(padding="max_length", max_length=40, truncation=True, return_tensors="pt")):
+        for args in ((TEXTS,), (TEXTS[0],), (TEXTS[:2], TEXTS[1:])):
+            got, expected = ours(*args, **kwargs), theirs(*args, **kwargs)
+            assert list(got.keys()) == list(expected.keys()), (args, kwargs)
+            for key in expected:
+                got_v, exp_v = got[key], expected[key]
+                if hasattr(exp_v, "tolist"):
+                    assert type(got_v) is type(exp_v) and got_v.dtype == exp_v.dtype, key
+                    got_v, exp_v = got_v.tolist(), exp_v.tolist()
+                assert got_v == exp_v, (key, args, kwargs)
+    got = ours(TEXTS[:2], text_target=TEXTS[1:3])
+    assert got["labels"] == theirs(TEXTS[:2], text_target=TEXTS[1:3])["labels"]
+    assert ours(text_target=TEXTS[1])["input_ids"] == theirs(text_target=TEXTS[1])["input_ids"]
+    ids = ours.encode(TEXTS[1])
+    assert ours.decode(ids) == theirs.decode(ids)  # special tokens kept by default
