@@ -43,7 +43,7 @@ def prepare(passed: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any], d
 
     kwargs = dict(kwargs)
     token_types = kwargs.pop("token_type_ids", None)
-    if token_types is not None and bool(token_types.any()):
+    if token_types is not None and bool(torch.as_tensor(token_types).any()):
         raise ValueError("generate() encodes with token type 0 only; drop token_type_ids or make them zeros.")
     if passed is not None and not isinstance(passed, GenerationConfig):
         settings = passed.to_diff_dict() if hasattr(passed, "to_diff_dict") else dict(passed)
