@@ -16,8 +16,16 @@ _EXPORTS = {
     "BackboneConfig": "encdec.config", "BertConfig": "encdec.config", "EncoderDecoderConfig": "encdec.config",
     "GPT2Config": "encdec.config", "RobertaConfig": "encdec.config", "GenerationConfig": "encdec.generation",
     "register_mirror": "encdec.hub", "resolve_model_dir": "encdec.hub", "EncoderDecoderModel": "encdec.model",
-    "Seq2SeqLMOutput": "encdec.model", "shift_right": "encdec.model", "Summarizer": "encdec.summarize",
-    "Tokenizer": "encdec.tokenizer", "load_tokenizer": "encdec.tokenizer",
+    "Seq2SeqLMOutput": "encdec.outputs", "shift_right": "encdec.model", "Summarizer": "encdec.summarize",
+    "Tokenizer": "encdec.tokenizer", "load_tokenizer": "encdec.tokenizer", "Cache": "encdec.explicit",
+    "BaseModelOutput": "encdec.outputs", "CausalLMOutput": "encdec.outputs", "ModelOutput": "encdec.outputs",
+    **{name: "encdec.config" for name in (
+        "XLMRobertaConfig", "CamembertConfig", "BertGenerationConfig", "ElectraConfig", "DistilBertConfig")},
+    # transformers' single-model class names (encdec.transformers_names.CLASSES)
+    **{name: "encdec.transformers_names" for name in (
+        "BertModel", "BertLMHeadModel", "RobertaModel", "RobertaForCausalLM", "XLMRobertaModel", "XLMRobertaForCausalLM",
+        "CamembertModel", "CamembertForCausalLM", "BertGenerationEncoder", "BertGenerationDecoder", "ElectraModel",
+        "ElectraForCausalLM", "DistilBertModel", "GPT2LMHeadModel")},
 }
 # transformers' tokenizer class names, so code from its documentation ports by changing the import.
 _TOKENIZER_ALIASES = ("AutoTokenizer", "BertTokenizer", "RobertaTokenizer", "GPT2Tokenizer")

@@ -67,8 +67,15 @@ class Embeddings(nn.Module):
         past_length: int = 0,
         packing: Packing | None = None,
         position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
     ) -> Tensor:
-        """(B, T, C); with `packing`, only the kept tokens, (N, C), at their padded-grid positions."""
+        """(B, T, C); with `packing`, only the kept tokens, (N, C), at their padded-grid positions.
+        `inputs_embeds` (B, T, width) replace the word embeddings of input_ids (then RoBERTa-style
+        positions simply count up from pad + 1, as transformers counts them)."""
+        if inputs_embeds is not None:
+            if input_ids is not None:
+                raise ValueError("Pass input_ids or inputs_embeds, not both.")
+            input_ids = torch.full(inputs_embeds.shape[:2], (self.pad_id or 0) + 1, device=inputs_embeds.device)
         if token_type_ids is not None and self.token_type is None:
             raise ValueError(
                 f"token_type_ids were passed, but {self.model_type} has no token-type embeddings; drop them."
@@ -80,7 +87,7 @@ class Embeddings(nn.Module):
         if packing is not None:
             input_ids, positions = packing.pack(input_ids), packing.pack(positions)
             token_type_ids = None if token_type_ids is None else packing.pack(token_type_ids)
-        x = self.word(input_ids) + self.position(positions)
+        x = (self.word(input_ids) if inputs_embeds is None else inputs_embeds) + self.position(positions)
         if self.token_type is not None:
             x = x + (self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids))
         if self.norm is not None:
@@ -178,6 +185,27 @@ class Backbone(nn.Module):
     def output_embeddings(self) -> Tensor:
         head_weight = self.head.weight if self.config.is_decoder else None
         return self.embeddings.word.weight if head_weight is None else head_weight
+
+    def resize_token_embeddings(self, new_num_tokens: int) -> None:
+        """Grow or shrink the vocabulary: old rows kept, new rows drawn like fresh weights (head bias 0)."""
+        old, std = self.embeddings.word, self.config.initializer_range
+        keep = min(new_num_tokens, old.num_embeddings)
+        pad = old.padding_idx if old.padding_idx is not None and old.padding_idx < new_num_tokens else None
+        word = nn.Embedding(new_num_tokens, old.embedding_dim, padding_idx=pad).to(old.weight.device, old.weight.dtype)
+        with torch.no_grad():
+            nn.init.normal_(word.weight, 0.0, std)
+            word.weight[:keep] = old.weight[:keep]
+        self.embeddings.word = word
+        head = getattr(self, "head", None)
+        for name in ("bias", "weight"):
+            param = getattr(head, name, None) if head is not None else None
+            if param is not None:
+                new = torch.zeros((new_num_tokens, *param.shape[1:]), dtype=param.dtype, device=param.device)
+                if name == "weight":
+                    nn.init.normal_(new, 0.0, std)
+                new[:keep] = param.detach()[:keep]
+                setattr(head, name, nn.Parameter(new))
+        self.config.vocab_size = new_num_tokens
 
     def init_weights(self) -> None:
         """BERT's normal(0, initializer_range) init; GPT-2's scaled residual projections; zero head

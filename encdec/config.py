@@ -138,6 +138,19 @@ class BackboneConfig:
                 f"{self.num_attention_heads}; pick a head count that divides it."
             )
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """transformers code sets attributes after construction: our fields and the family's HF
+        names (GPT-2's `n_layer`, `activation_function`) set the field; settings we cannot honour
+        raise; other names are kept in `extra`, so they are saved and read back."""
+        alias = hf_aliases(self.__dict__.get("model_type", "bert")).get(name)
+        set_attribute(self, alias or name, value, _BACKBONE_FIELDS)
+
+    def __getattr__(self, name: str) -> Any:
+        alias = hf_aliases(self.__dict__.get("model_type", "bert")).get(name)
+        if alias:
+            return getattr(self, alias)
+        return get_attribute(self, name, is_encoder_decoder=False)
+
     @property
     def family(self) -> Family:
         return FAMILIES[self.model_type]
@@ -178,11 +191,8 @@ class BackboneConfig:
         for ours, theirs in _hf_names(family).items():
             if theirs is not None and theirs in hf:
                 kwargs[ours] = hf.pop(theirs)
-        if hf.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(
-                f"position_embedding_type {hf['position_embedding_type']!r} is not supported; "
-                "encdec implements absolute position embeddings only."
-            )
+        for name, value in hf.items():
+            check_setting(name, value)
         return cls(extra=hf, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +213,57 @@ def _hf_names(family: Family) -> dict[str, str | None]:
     }
     names.update(family.hf_names)
     return names
+
+
+def hf_aliases(model_type: str) -> dict[str, str]:
+    """The family's config.json names that differ from ours -> our field (GPT-2's n_embd -> hidden_size)."""
+    family = FAMILIES.get(model_type, FAMILIES["bert"])
+    return {theirs: ours for ours, theirs in family.hf_names.items() if theirs and theirs != ours}
+
+
+# Settings transformers code reads from a config, with transformers' defaults when unset.
+RUNTIME_DEFAULTS = {
+    "output_attentions": False, "output_hidden_states": False, "use_return_dict": True, "return_dict": True,
+    "use_cache": True, "torchscript": False, "chunk_size_feed_forward": 0,
+}
+# Settings encdec has one value of: any other value raises when set or read from config.json.
+_FIXED = {"position_embedding_type": ("absolute",), "chunk_size_feed_forward": (0,), "torchscript": (False,)}
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Raise for a config setting encdec cannot honour, naming it and what is supported."""
+    if name in _FIXED and value not in _FIXED[name]:
+        raise ValueError(
+            f"{name}={value!r} is not supported; encdec implements {name}={_FIXED[name][0]!r} only. "
+            "Leave it unset or use transformers for this model."
+        )
+    if name == "attn_implementation" and value not in (None, "sdpa", "eager"):
+        raise ValueError(f"attn_implementation={value!r} is not supported; use 'sdpa' (default) or 'eager'.")
+
+
+def set_attribute(config: Any, name: str, value: Any, known: frozenset[str]) -> None:
+    """A field is set as is; anything else is checked and kept in `config.extra` (saved)."""
+    if name in known or name.startswith("_"):
+        object.__setattr__(config, name, value)
+        return
+    check_setting(name, value)
+    config.extra[name] = value
+
+
+def get_attribute(config: Any, name: str, is_encoder_decoder: bool) -> Any:
+    """An attribute that is not a field: from `extra`, else transformers' default for it."""
+    if name.startswith("__") or name == "extra":
+        raise AttributeError(name)
+    extra = config.__dict__.get("extra", {})
+    if name in extra:
+        return extra[name]
+    if name == "is_encoder_decoder":
+        return is_encoder_decoder
+    if name == "use_return_dict":
+        return extra.get("return_dict", True)
+    if name in RUNTIME_DEFAULTS:
+        return RUNTIME_DEFAULTS[name]
+    raise AttributeError(f"{type(config).__name__} has no attribute {name!r}")
 
 
 def max_positions_of(hf: dict[str, Any]) -> int | None:
@@ -233,6 +294,7 @@ DistilBertConfig = _config_function("distilbert", "DistilBertConfig")
 GPT2Config = _config_function("gpt2", "GPT2Config")
 
 
+_BACKBONE_FIELDS = frozenset(f.name for f in fields(BackboneConfig))
 _TOP_KEYS = ("decoder_start_token_id", "pad_token_id", "eos_token_id", "tie_encoder_decoder")
 
 
@@ -247,6 +309,12 @@ class EncoderDecoderConfig:
     eos_token_id: int | list[int] | None = None
     tie_encoder_decoder: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        set_attribute(self, name, value, _TOP_FIELDS)
+
+    def __getattr__(self, name: str) -> Any:
+        return get_attribute(self, name, is_encoder_decoder=True)
 
     @classmethod
     def from_encoder_decoder_configs(
@@ -298,5 +366,10 @@ class EncoderDecoderConfig:
         return cls.from_dict(json.loads(path.read_text()))
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
+        for key, value in self.extra.items():
+            check_setting(key, value)
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "config.json").write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+_TOP_FIELDS = frozenset(f.name for f in fields(EncoderDecoderConfig))

@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from encdec.generation_extras import extra_processors
+
 Processor = Callable[[Tensor, Tensor], Tensor]  # (sequences (N, T), scores (N, V)) -> scores
 
 
@@ -79,6 +81,7 @@ def build_processors(plan, device: torch.device) -> list[Processor]:
         out.append(partial(no_repeat_ngram, plan.no_repeat_ngram_size))
     if plan.min_length > 1 and plan.eos_ids:
         out.append(partial(min_length, plan.min_length, torch.tensor(plan.eos_ids, device=device)))
+    out += extra_processors(plan)  # bad_words_ids, forced_bos/eos_token_id (encdec.generation_extras)
     if plan.do_sample:
         out += _sampling_filters(plan)
     return out

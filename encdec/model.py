@@ -3,9 +3,7 @@ weights in and out of Hugging Face folders."""
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +16,22 @@ from encdec.checkpoints import (
     Rule, _linear, backbone_rules, canonical_single_model_keys, check_complete, from_hf, load_checked,
     normalize_keys, prefixed, read_state_dict, report_warm_start, to_hf, untied, write_safetensors,
 )
-from encdec.config import BackboneConfig, EncoderDecoderConfig
-from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig, current_generation_config, generate
+from encdec.config import EncoderDecoderConfig
+from encdec.generation import (
+    GENERATION_CONFIG_NAME, GenerationConfig, _base_config, current_generation_config, generate, resolve,
+)
+from encdec.generation_extras import GenerateOutput, generate_output, prepare
 from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
+from encdec.model_api import TransformersAPI, _read_backbone_config, _split_kwargs, hidden_of, apply_load_options, compose, explicit_forward, split_load_options, wants_explicit
 from encdec.modules import init_weights, padding_mask
+from encdec.outputs import Seq2SeqLMOutput
 from encdec.packing import PackedMask, Packing
 
 # State-dict names of earlier encdec versions (BertDecoder's `.stack`, GPT2Decoder's wte/wpe) -> now,
 # so Lightning .ckpt files written before the one-backbone refactor still load and resume.
 _RENAMED = (("decoder.stack.", "decoder."), ("decoder.wte.", "decoder.embeddings.word."),
             ("decoder.wpe.", "decoder.embeddings.position."))
-
-
-@dataclass
-class Seq2SeqLMOutput:
-    loss: Tensor | None = None
-    logits: Tensor | None = None
-    encoder_last_hidden_state: Tensor | None = None
-
-    def __getitem__(self, i: int):  # tuple-style access, as in transformers: loss, logits = out[:2]
-        return tuple(v for v in (self.loss, self.logits, self.encoder_last_hidden_state) if v is not None)[i]
 
 
 def shift_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
@@ -49,19 +42,31 @@ def shift_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) 
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-class EncoderDecoderModel(nn.Module):
+class EncoderDecoderModel(TransformersAPI, nn.Module):
     """An encoder and a decoder `Backbone` (any supported families) joined by cross-attention."""
 
-    def __init__(self, config: EncoderDecoderConfig) -> None:
+    def __init__(
+        self,
+        config: EncoderDecoderConfig | None = None,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+    ) -> None:
+        """From a config (random weights), or from encdec encoder/decoder modules (kept as they are)."""
         super().__init__()
+        config, given_encoder, given_decoder = compose(config, encoder, decoder)
         self.config = config
-        self.encoder = Backbone(config.encoder)
-        self.decoder = Backbone(config.decoder)
+        self.encoder = given_encoder or Backbone(config.encoder)
+        self.decoder = given_decoder or Backbone(config.decoder)
         self.enc_to_dec_proj = None
         if config.encoder.hidden_size != config.decoder.hidden_size:
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
         self.loss_chunk_size: int | None = None  # rows per vocabulary chunk of the training loss (None: ~30 MB)
-        self.init_weights()
+        if given_encoder is None:
+            self.encoder.init_weights()
+        if given_decoder is None:
+            self.decoder.init_weights()
+        if self.enc_to_dec_proj is not None:
+            init_weights(self.enc_to_dec_proj, self.config.decoder.initializer_range)
         if config.tie_encoder_decoder:
             self.tie_encoder_decoder()
         self.generation_config = GenerationConfig.from_model_config(config)
@@ -92,11 +97,6 @@ class EncoderDecoderModel(nn.Module):
             if isinstance(getattr(owner, attr, None), nn.Parameter) and getattr(owner, attr).shape == param.shape:
                 setattr(owner, attr, param)
 
-    def gradient_checkpointing_enable(self, enabled: bool = True) -> None:
-        """Recompute each layer's activations in backward: less memory for long inputs, ~30% more compute."""
-        for backbone in (self.encoder, self.decoder):
-            backbone.gradient_checkpointing = enabled
-
     # ------------------------------------------------------------------ forward
 
     def encode(
@@ -115,35 +115,61 @@ class EncoderDecoderModel(nn.Module):
         decoder_input_ids: Tensor | None = None,
         decoder_attention_mask: Tensor | None = None,
         encoder_outputs: Any = None,
+        past_key_values: Any = None,
+        inputs_embeds: Tensor | None = None,
+        decoder_inputs_embeds: Tensor | None = None,
         labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         token_type_ids: Tensor | None = None,
         return_logits: bool = True,
+        cache_position: Tensor | None = None,
         label_smoothing: float = 0.0,
-    ) -> Seq2SeqLMOutput:
-        """Logits for every decoder position, and the mean cross-entropy over labels != -100
-        (label-smoothed as `F.cross_entropy(label_smoothing=...)` when asked: an encdec extension,
-        the training objective of Seq2SeqTrainer's `label_smoothing_factor`).
+    ) -> Seq2SeqLMOutput | tuple:
+        """Logits for every decoder position, and the mean cross-entropy over labels != -100;
+        transformers' arguments and output fields (encdec.outputs). Calls that ask for a cache
+        (use_cache / past_key_values), attentions, hidden states or embeddings run the explicit
+        attention path (encdec.explicit); the others SDPA. `label_smoothing` (an encdec extension,
+        the objective of Seq2SeqTrainer's `label_smoothing_factor`) smooths the loss as
+        `F.cross_entropy(label_smoothing=...)` on the SDPA and fast paths.
 
         With labels and `return_logits=False` (the training fast path) encoder and decoder run on
         real tokens only and the vocabulary projection only on labelled positions, in chunks; the
         loss and gradients are the same, `encoder_last_hidden_state` is zero at padded positions."""
-        if encoder_outputs is None and input_ids is None:
-            raise ValueError("Pass input_ids (or precomputed encoder_outputs).")
+        if encoder_outputs is None and input_ids is None and inputs_embeds is None:
+            raise ValueError("Pass input_ids (or inputs_embeds, or precomputed encoder_outputs).")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        use_cache = bool(use_cache) or past_key_values is not None
         if labels is not None:
-            self._check_labels(labels)
-            if decoder_input_ids is None:
+            self._check_labels(labels, build_inputs=decoder_input_ids is None and decoder_inputs_embeds is None)
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = shift_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
                 if decoder_attention_mask is None:
                     decoder_attention_mask = decoder_input_ids.ne(self.config.pad_token_id).long()
-        if decoder_input_ids is None:
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError("Pass labels or decoder_input_ids: the decoder needs inputs.")
+        if wants_explicit(use_cache=use_cache, a=output_attentions, h=output_hidden_states, e=inputs_embeds,
+                          d=decoder_inputs_embeds):
+            out = explicit_forward(
+                self, input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                inputs_embeds=inputs_embeds, encoder_outputs=encoder_outputs, decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
+                past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states, labels=labels, cache_position=cache_position,
+            )
+            return out if return_dict else out.to_tuple()
         if labels is not None and not return_logits:
-            return self._packed_loss(
+            out = self._packed_loss(
                 input_ids, attention_mask, token_type_ids, encoder_outputs,
                 decoder_input_ids, decoder_attention_mask, labels, label_smoothing,
             )
+            return out if return_dict else out.to_tuple()
         encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids) if encoder_outputs is None \
-            else _hidden_of(encoder_outputs)
+            else hidden_of(encoder_outputs)
         memory = self.memory(encoder_hidden)
         hidden = self.decoder(
             decoder_input_ids, decoder_attention_mask,
@@ -157,7 +183,8 @@ class EncoderDecoderModel(nn.Module):
                 logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
                 label_smoothing=label_smoothing,
             )
-        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_hidden)
+        out = Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_hidden)
+        return out if return_dict else out.to_tuple()
 
     def _packed_loss(
         self,
@@ -172,7 +199,7 @@ class EncoderDecoderModel(nn.Module):
     ) -> Seq2SeqLMOutput:
         """The training fast path on packed tokens (see encdec.packing): the encoder computes only
         unpadded sources; the decoder only positions that carry a label or serve as a key."""
-        encoder_hidden = None if encoder_outputs is None else _hidden_of(encoder_outputs)
+        encoder_hidden = None if encoder_outputs is None else hidden_of(encoder_outputs)
         grid = input_ids if input_ids is not None else encoder_hidden[..., 0]
         source = Packing.from_mask(
             torch.ones_like(grid, dtype=torch.bool) if attention_mask is None else attention_mask
@@ -205,9 +232,9 @@ class EncoderDecoderModel(nn.Module):
             features, weight, bias, labels[keep], self.loss_chunk_size, 1.0 / max(count, 1), label_smoothing,
         )
 
-    def _check_labels(self, labels: Tensor) -> None:
+    def _check_labels(self, labels: Tensor, build_inputs: bool = True) -> None:
         missing = [k for k in ("decoder_start_token_id", "pad_token_id") if getattr(self.config, k) is None]
-        if missing:
+        if missing and build_inputs:
             raise ValueError(
                 f"model.config.{' and model.config.'.join(missing)} must be set to build decoder inputs from "
                 "labels, e.g. model.config.decoder_start_token_id = tokenizer.cls_token_id and "
@@ -238,12 +265,20 @@ class EncoderDecoderModel(nn.Module):
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
-        generation_config: GenerationConfig | None = None,
+        generation_config: Any = None,
         **kwargs: Any,
-    ) -> Tensor:
+    ) -> Tensor | GenerateOutput:
         """Greedy search, sampling or beam search (see encdec.generation); token ids that start
-        with decoder_start_token_id. kwargs are GenerationConfig fields, or `generator`."""
-        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+        with decoder_start_token_id. kwargs are GenerationConfig fields, `generator`, or the
+        transformers options of encdec.generation_extras (return_dict_in_generate, output_scores,
+        bad_words_ids, forced_bos/eos_token_id); `generation_config` may be transformers' own."""
+        generation_config, kwargs, flags = prepare(generation_config, kwargs)
+        sequences = generate(self, input_ids, attention_mask, generation_config, **kwargs)
+        if not flags["return_dict_in_generate"]:
+            return sequences
+        kwargs.pop("generator", None)
+        plan = resolve(_base_config(self, generation_config), kwargs, self.config.decoder.max_positions)
+        return generate_output(self, input_ids, attention_mask, sequences, plan, flags["output_scores"])
 
     # ------------------------------------------------------------------ Hugging Face checkpoints
 
@@ -256,42 +291,65 @@ class EncoderDecoderModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, config: EncoderDecoderConfig | None = None, strict: bool = True
-    ) -> EncoderDecoderModel:
+        cls,
+        name_or_path: str | os.PathLike,
+        config: EncoderDecoderConfig | None = None,
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> EncoderDecoderModel | tuple[EncoderDecoderModel, dict[str, list]]:
         """Load a folder written by `save_pretrained` here or in transformers (or a Hub id). A weight
         the model expects and the file lacks is an error (`strict=False`: a loud warning, and the
-        weight stays random): a full checkpoint is not a warm start."""
+        weight stays random): a full checkpoint is not a warm start. kwargs: transformers' loading
+        options (dtype / torch_dtype, device_map, attn_implementation, output_loading_info) and
+        top-level config fields."""
+        options, overrides = split_load_options(kwargs)
         folder = resolve_model_dir(name_or_path)
-        model = cls(config or EncoderDecoderConfig.from_pretrained(folder))
+        config = config or EncoderDecoderConfig.from_pretrained(folder)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        model = cls(config)
         hf = normalize_keys(read_state_dict(folder))
         rules = model.hf_rules()
         state, missing, unused = from_hf(hf, rules)
         load_checked(model, state, source=str(folder))
-        check_complete(rules, untied(model, missing, state), unused, str(folder), strict)
+        missing = untied(model, missing, state)
+        check_complete(rules, missing, unused, str(folder), strict)
         if model.config.tie_encoder_decoder:
             model.tie_encoder_decoder()
         if (folder / GENERATION_CONFIG_NAME).is_file():
             model.generation_config = GenerationConfig.load(folder)
-        return model.eval()  # as transformers: loaded models start in eval mode (no dropout)
+        model = apply_load_options(model, options).eval()  # as transformers: loaded models start in eval mode
+        if options.get("output_loading_info"):
+            return model, dict(missing_keys=missing, unexpected_keys=unused, mismatched_keys=[], error_msgs=[])
+        return model
 
     @classmethod
     def from_encoder_decoder_pretrained(
         cls,
-        encoder_pretrained_model_name_or_path: str | os.PathLike,
-        decoder_pretrained_model_name_or_path: str | os.PathLike,
+        encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
+        decoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> EncoderDecoderModel:
         """Warm-start from two single-model checkpoints; cross-attention (and enc_to_dec_proj) start
-        random. `encoder_*` / `decoder_*` kwargs set fields of that side's config, the rest the top."""
+        random. `encoder_*` / `decoder_*` kwargs set fields of that side's config, the rest the top;
+        `encoder_model=` / `decoder_model=` pass an encdec module instead of a folder for that side."""
+        modules = {side: kwargs.pop(f"{side}_model", None) for side in ("encoder", "decoder")}
         enc_kw, dec_kw, top_kw = _split_kwargs(kwargs)
-        enc_dir = resolve_model_dir(encoder_pretrained_model_name_or_path)
-        dec_dir = resolve_model_dir(decoder_pretrained_model_name_or_path)
-        config = EncoderDecoderConfig.from_encoder_decoder_configs(
-            _read_backbone_config(enc_dir, enc_kw), _read_backbone_config(dec_dir, dec_kw), **top_kw
-        )
-        model = cls(config)
+        paths = {"encoder": encoder_pretrained_model_name_or_path, "decoder": decoder_pretrained_model_name_or_path}
+        for side, path in paths.items():
+            if path is None and modules[side] is None:
+                raise ValueError(
+                    f"No {side}: pass {side}_pretrained_model_name_or_path (a folder or Hub id) or {side}_model=<module>."
+                )
+        dirs = {side: resolve_model_dir(p) for side, p in paths.items() if modules[side] is None}
+        configs = {
+            side: _read_backbone_config(dirs[side], kw) if side in dirs else modules[side].config
+            for side, kw in (("encoder", enc_kw), ("decoder", dec_kw))
+        }
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(configs["encoder"], configs["decoder"], **top_kw)
+        model = cls(config, **{side: m for side, m in modules.items() if m is not None})
         new, unused = [], []
-        for side, folder in (("encoder", enc_dir), ("decoder", dec_dir)):
+        for side, folder in dirs.items():
             side_cfg = getattr(config, side)
             hf = canonical_single_model_keys(read_state_dict(folder), side_cfg)
             state, missing, side_unused = from_hf(hf, backbone_rules(side_cfg))
@@ -322,47 +380,3 @@ def _rename_old_keys(module: nn.Module, state: dict[str, Tensor], prefix: str, *
             if key.startswith(prefix + old):
                 state[prefix + new + key[len(prefix + old):]] = state.pop(key)
                 break
-
-
-def _hidden_of(encoder_outputs: Any) -> Tensor:
-    """Accept a tensor, a tuple whose first item is the hidden states, or an object with
-    `last_hidden_state` (what transformers code passes)."""
-    if isinstance(encoder_outputs, Tensor):
-        return encoder_outputs
-    if hasattr(encoder_outputs, "last_hidden_state"):
-        return encoder_outputs.last_hidden_state
-    return encoder_outputs[0]
-
-
-def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """encoder_x -> encoder config, decoder_x -> decoder config, the rest (and
-    decoder_start_token_id, which belongs to the top config) -> the top config."""
-    enc, dec, top = {}, {}, {}
-    for key, value in kwargs.items():
-        if key.startswith("encoder_"):
-            enc[key[len("encoder_"):]] = value
-        elif key.startswith("decoder_") and key != "decoder_start_token_id":
-            dec[key[len("decoder_"):]] = value
-        else:
-            top[key] = value
-    top_fields = {f.name for f in fields(EncoderDecoderConfig)} - {"encoder", "decoder", "extra"}
-    unknown = set(top) - top_fields
-    if unknown:
-        raise TypeError(
-            f"Unknown arguments {sorted(unknown)}: use encoder_<field> / decoder_<field> for one side's "
-            f"config, or one of {sorted(top_fields)}."
-        )
-    return enc, dec, top
-
-
-def _read_backbone_config(folder: Path, overrides: dict[str, Any]) -> BackboneConfig:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"No config.json in {folder}; is this a model folder?")
-    config = BackboneConfig.from_dict(json.loads(path.read_text()))
-    known = {f.name for f in fields(BackboneConfig)}
-    for key, value in overrides.items():
-        if key not in known:
-            raise TypeError(f"Unknown config field {key!r}; known fields: {sorted(known - {'extra'})}.")
-        setattr(config, key, value)
-    return config

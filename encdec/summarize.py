@@ -106,7 +106,9 @@ class Summarizer:
         return [i for _, i in sorted(zip(lengths, indices), key=lambda p: -p[0])]
 
     def _summarize_batch(self, batch: list[str], generation_kwargs: dict[str, Any]) -> list[str]:
-        enc = self.encoder_tokenizer(batch, max_length=self.max_source_length, truncation=True, padding=True)
+        enc = self.encoder_tokenizer(
+            batch, max_length=self.max_source_length, truncation=True, padding=True, return_tensors="pt"
+        )
         ids = self.model.generate(
             enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device), **generation_kwargs
         )

@@ -12,13 +12,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 from encdec.config import max_positions_of
 from encdec.hub import resolve_model_dir
 from encdec.sentencepiece import SPM_FILES, Layout, load_spm_folder, spm_layout
+from encdec.tokenizer_api import Encoding, TokenizerAPI  # noqa: F401 - Encoding: its old import path
 
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Tokens a role takes when no config names one and the vocabulary holds it (BERT, RoBERTa, GPT-2).
@@ -197,17 +197,7 @@ def clean_up_spaces(text: str) -> str:
     return text
 
 
-class Encoding(dict):
-    """A dict that also reads as attributes (`enc.input_ids`), like transformers' BatchEncoding."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class Tokenizer:
+class Tokenizer(TokenizerAPI):
     """A `tokenizers.Tokenizer` plus special tokens, limits and the HF folder format."""
 
     def __init__(
@@ -298,41 +288,18 @@ class Tokenizer:
         self._special[role] = token
 
     # ---- encoding ------------------------------------------------------------------------------
-    def __call__(
-        self,
-        texts: str | list[str],
-        max_length: int | None = None,
-        truncation: bool = True,
-        padding: bool | str = True,
-        add_special_tokens: bool = True,
-        return_tensors: str | None = "pt",
-    ) -> dict[str, Any]:
-        """Encode a text or a batch: {"input_ids", "attention_mask"}, right-padded with the pad id."""
-        if return_tensors not in ("pt", None):
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt' or None.")
-        single = isinstance(texts, str)
-        batch = [texts] if single else list(texts)
-        limit = (max_length or self.model_max_length) if truncation else None
-        rows = self._encode(batch, limit, add_special_tokens)
-        target = self._padded_length(rows, padding, max_length)
-        ids, mask = self._pad(rows, target)
-        if return_tensors is None:
-            return Encoding(input_ids=ids[0] if single else ids, attention_mask=mask[0] if single else mask)
-        if len({len(r) for r in ids}) > 1:
-            raise ValueError("Sequences differ in length; pass padding=True to return tensors.")
-        return Encoding(
-            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)
-        )
+    def _encode(self, batch: list, limit: int | None, add_special_tokens: bool) -> list[list[int]]:
+        """Batch-encode in parallel (texts, or (text, pair) tuples); the library's truncation keeps
+        the special tokens in place."""
+        return [e.ids for e in self._encodings(batch, limit, add_special_tokens)]
 
-    def _encode(self, batch: list[str], limit: int | None, add_special_tokens: bool) -> list[list[int]]:
-        """Batch-encode in parallel; the library's truncation keeps the special tokens in place."""
+    def _encodings(self, batch: list, limit: int | None, add_special_tokens: bool) -> list:
         if limit is not None:
             self.backend.enable_truncation(limit)
         try:
-            encodings = self.backend.encode_batch(batch, add_special_tokens=add_special_tokens)
+            return self.backend.encode_batch(batch, add_special_tokens=add_special_tokens)
         finally:
             self.backend.no_truncation()
-        return [e.ids for e in encodings]
 
     def _padded_length(self, rows: list[list[int]], padding: bool | str, max_length: int | None) -> int:
         """Length to pad to: the longest row, max_length for padding="max_length", or no padding."""
@@ -357,7 +324,7 @@ class Tokenizer:
         return ids, mask
 
     # ---- decoding ------------------------------------------------------------------------------
-    def batch_decode(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = False) -> list[str]:
         """Token ids (tensor or lists, one row per text) back to text, as transformers decodes them."""
         texts = self.backend.decode_batch(_as_rows(ids), skip_special_tokens=skip_special_tokens)
         # transformers applies the clean-up only when the config asks, and never to BPE output.
@@ -365,7 +332,7 @@ class Tokenizer:
             texts = [clean_up_spaces(t) for t in texts]
         return [t.strip() for t in texts] if self.strip_decoded else texts
 
-    def decode(self, ids: Any, skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
         """One sequence of token ids back to text."""
         row = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         return self.batch_decode([row], skip_special_tokens=skip_special_tokens)[0]

@@ -69,7 +69,7 @@ def test_family_entries_build_and_generate(mirrored, compose, overrides, familie
     role = compose(*overrides).model.decoder
     assert model.config.decoder_start_token_id == getattr(tokenizer, f"{role.start_token}_token_id")
     assert model.config.pad_token_id == getattr(tokenizer, f"{role.pad_token}_token_id")
-    batch = parts.tokenizer(["would you like a coffee", "hello world"])
+    batch = parts.tokenizer(["would you like a coffee", "hello world"], padding=True, return_tensors="pt")
     out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=3)
     assert out.shape[0] == 2 and torch.all(out[:, 0] == model.config.decoder_start_token_id)
 

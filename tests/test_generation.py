@@ -188,7 +188,7 @@ def test_minilm_bert2bert_matches_transformers(tmp_path):
     batch = load_tokenizer(minilm.MODEL_DIR)([
         "The city council approved the new budget on Tuesday after a long debate about school funding.",
         "Heavy rain flooded several roads.",
-    ])
+    ], padding=True, return_tensors="pt")
     for kwargs in (dict(max_new_tokens=12), dict(BEAM, early_stopping=True), dict(BEAM, num_return_sequences=2)):
         expected, got = both(ref, ours, dict(batch), **kwargs)
         assert torch.equal(got, expected), f"{kwargs}\n{expected}\n{got}"

@@ -54,7 +54,7 @@ def folder(tmp_path_factory) -> Path:
     (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     model = EncoderDecoderModel.from_pretrained(path)
     model.generation_config = model.generation_config.update(decoder_start_token_id=2, pad_token_id=0)
-    tokens = torch.cat([model.generate(load_tokenizer(path)([d])["input_ids"], max_length=12, no_repeat_ngram_size=2,
+    tokens = torch.cat([model.generate(load_tokenizer(path)([d], truncation=True, return_tensors="pt")["input_ids"], max_length=12, no_repeat_ngram_size=2,
                                        num_beams=2, eos_token_id=None) for d in DOCS])
     counts = torch.bincount(tokens[:, 3:].flatten(), minlength=len(VOCAB))
     counts[tokens[:, :3].flatten()] = 0
@@ -204,7 +204,7 @@ def validation_predictions(folder: Path, tmp_path: Path, generation: dict) -> li
     batches = []
     for start in range(0, len(DOCS), 5):  # padded batches, as the data module makes them
         docs = DOCS[start:start + 5]
-        batch = dict(tokenizer(docs))
+        batch = dict(tokenizer(docs, padding=True, truncation=True, return_tensors="pt"))
         batch["labels"] = batch["input_ids"][:, 1:4].clone()
         batch.update(ids=[str(start + i) for i in range(len(docs))], references=docs)
         batches.append(batch)

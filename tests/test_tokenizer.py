@@ -28,6 +28,10 @@ CORPUS = [
 ]
 
 
+# encdec used to pad and truncate by default; these tests compare padded tensors
+PT = dict(padding=True, truncation=True, return_tensors="pt")
+
+
 def train_byte_level_bpe(folder: Path, special_tokens: list[str]) -> Path:
     """A small GPT-2 style vocabulary saved the old way: vocab.json + merges.txt."""
     from tokenizers import ByteLevelBPETokenizer
@@ -56,7 +60,7 @@ def ours() -> Tokenizer:
 
 
 def assert_same_encoding(ours: Tokenizer, theirs, texts, **kwargs) -> None:
-    mine = ours(texts, **kwargs)
+    mine = ours(texts, **PT, **kwargs)
     ref = theirs(texts, padding=True, truncation=True, return_tensors="pt", **kwargs)
     assert torch.equal(mine["input_ids"], ref["input_ids"])
     assert torch.equal(mine["attention_mask"], ref["attention_mask"])
@@ -82,11 +86,11 @@ def test_minilm_parity_with_transformers(ours):
     theirs = transformers.AutoTokenizer.from_pretrained(MINILM)
     assert_same_encoding(ours, theirs, TEXTS)
     assert_same_encoding(ours, theirs, TEXTS, max_length=16)
-    ids = ours(TEXTS, max_length=16)["input_ids"]
+    ids = ours(TEXTS, max_length=16, **PT)["input_ids"]
     assert (ids[:, 0] == 101).all() and (ids[4, -1] == 102)  # [SEP] survives truncation
-    assert ours.batch_decode(ids) == theirs.batch_decode(ids, skip_special_tokens=True)
-    assert ours.batch_decode(ids, skip_special_tokens=False) == theirs.batch_decode(ids)
-    assert ours.decode(ids[2]) == theirs.decode(ids[2], skip_special_tokens=True)
+    assert ours.batch_decode(ids, skip_special_tokens=True) == theirs.batch_decode(ids, skip_special_tokens=True)
+    assert ours.batch_decode(ids) == theirs.batch_decode(ids)
+    assert ours.decode(ids[2], skip_special_tokens=True) == theirs.decode(ids[2], skip_special_tokens=True)
 
 
 def test_clean_up_spaces_when_config_asks(tmp_path):
@@ -97,9 +101,9 @@ def test_clean_up_spaces_when_config_asks(tmp_path):
     config["clean_up_tokenization_spaces"] = True
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     ours, theirs = load_tokenizer(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path)
-    ids = ours(TEXTS)["input_ids"]
-    assert ours.batch_decode(ids) == theirs.batch_decode(ids, skip_special_tokens=True)
-    assert "it's a test" in ours.batch_decode(ids)[2]
+    ids = ours(TEXTS, **PT)["input_ids"]
+    assert ours.batch_decode(ids, skip_special_tokens=True) == theirs.batch_decode(ids, skip_special_tokens=True)
+    assert "it's a test" in ours.batch_decode(ids, skip_special_tokens=True)[2]
 
 
 def test_vocab_txt_only_matches_tokenizer_json(tmp_path, ours):
@@ -107,10 +111,10 @@ def test_vocab_txt_only_matches_tokenizer_json(tmp_path, ours):
         shutil.copy(MINILM / name, tmp_path / name)
     rebuilt = load_tokenizer(tmp_path)
     for kwargs in ({}, {"max_length": 16}):
-        mine, ref = rebuilt(TEXTS, **kwargs), ours(TEXTS, **kwargs)
+        mine, ref = rebuilt(TEXTS, **PT, **kwargs), ours(TEXTS, **PT, **kwargs)
         assert torch.equal(mine["input_ids"], ref["input_ids"])
         assert torch.equal(mine["attention_mask"], ref["attention_mask"])
-    ids = ours(TEXTS)["input_ids"]
+    ids = ours(TEXTS, **PT)["input_ids"]
     assert rebuilt.batch_decode(ids) == ours.batch_decode(ids)
     assert rebuilt.pad_token_id == 0 and rebuilt.vocab_size == ours.vocab_size
 
@@ -124,9 +128,9 @@ def test_byte_level_bpe_gpt2(gpt2_dir):
         theirs = cls.from_pretrained(gpt2_dir)
         theirs.pad_token = theirs.eos_token
         assert_same_encoding(ours, theirs, TEXTS[:4])
-        ids = ours(TEXTS[:4])["input_ids"]
-        assert ours.batch_decode(ids) == theirs.batch_decode(ids, skip_special_tokens=True)
-    assert ours.batch_decode(ours(CORPUS)["input_ids"]) == CORPUS  # byte-level round trip
+        ids = ours(TEXTS[:4], **PT)["input_ids"]
+        assert ours.batch_decode(ids, skip_special_tokens=True) == theirs.batch_decode(ids, skip_special_tokens=True)
+    assert ours.batch_decode(ours(CORPUS, **PT)["input_ids"], skip_special_tokens=True) == CORPUS  # byte-level round trip
 
 
 def test_byte_level_bpe_roberta(roberta_dir):
@@ -134,8 +138,8 @@ def test_byte_level_bpe_roberta(roberta_dir):
     ours, theirs = load_tokenizer(roberta_dir), transformers.RobertaTokenizerFast.from_pretrained(roberta_dir)
     assert (ours.bos_token, ours.eos_token, ours.pad_token) == ("<s>", "</s>", "<pad>")
     assert_same_encoding(ours, theirs, TEXTS[:4])
-    ids = ours(TEXTS[:4])["input_ids"]
-    assert ours.batch_decode(ids) == theirs.batch_decode(ids, skip_special_tokens=True)
+    ids = ours(TEXTS[:4], **PT)["input_ids"]
+    assert ours.batch_decode(ids, skip_special_tokens=True) == theirs.batch_decode(ids, skip_special_tokens=True)
 
 
 @pytest.mark.parametrize("source", ["minilm", "gpt2", "roberta"])
@@ -152,37 +156,39 @@ def test_save_pretrained_round_trip(source, tmp_path, gpt2_dir, roberta_dir):
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "saved")
     assert again.special_tokens() == ours.special_tokens()
     assert theirs.pad_token_id == ours.pad_token_id
-    expected = ours(TEXTS[:4], max_length=16)["input_ids"]
-    assert torch.equal(again(TEXTS[:4], max_length=16)["input_ids"], expected)
+    expected = ours(TEXTS[:4], max_length=16, **PT)["input_ids"]
+    assert torch.equal(again(TEXTS[:4], max_length=16, **PT)["input_ids"], expected)
     assert_same_encoding(again, theirs, TEXTS[:4], max_length=16)
 
 
 def test_return_lists_and_single_text(ours):
-    batch = ours(["Hello", "Hello world"], return_tensors=None)
+    batch = ours(["Hello", "Hello world"], padding=True)
     assert batch["input_ids"] == [[101, 7592, 102, 0], [101, 7592, 2088, 102]]
     assert batch["attention_mask"] == [[1, 1, 1, 0], [1, 1, 1, 1]]
     single = ours("Hello world", return_tensors=None, add_special_tokens=False)
     assert single["input_ids"] == [7592, 2088]
-    assert ours("Hello world")["input_ids"].shape == (1, 4)
-    assert ours(["a", "b c"], padding="max_length", max_length=6)["input_ids"].shape == (2, 6)
+    assert ours("Hello world")["input_ids"] == [101, 7592, 2088, 102]  # transformers' default: lists
+    assert ours("Hello world", return_tensors="pt")["input_ids"].shape == (1, 4)
+    assert ours(["a", "b c"], padding="max_length", max_length=6, return_tensors="pt")["input_ids"].shape == (2, 6)
 
 
 def test_unpadded_ragged_tensors_raise(ours):
     with pytest.raises(ValueError, match="padding=True"):
-        ours(["a", "b c d"], padding=False)
+        ours(["a", "b c d"], return_tensors="pt")
 
 
 def test_padding_without_pad_token_raises(gpt2_dir):
     ours = load_tokenizer(gpt2_dir)
     with pytest.raises(ValueError, match=r"pad_token_id = tokenizer.eos_token_id"):
-        ours(["short", "a much longer text here"])
-    assert ours("one text needs no padding")["input_ids"].shape[0] == 1
+        ours(["short", "a much longer text here"], padding=True)
+    assert ours("one text needs no padding", padding=True, return_tensors="pt")["input_ids"].shape[0] == 1
 
 
 def test_decode_accepts_lists_and_label_padding(ours):
     ids = [101, 7592, 2088, 102, -100, -100]
-    assert ours.decode(ids) == "hello world"
-    assert ours.batch_decode(torch.tensor([ids])) == ["hello world"]
+    assert ours.decode(ids, skip_special_tokens=True) == "hello world"
+    assert ours.batch_decode(torch.tensor([ids]), skip_special_tokens=True) == ["hello world"]
+    assert ours.decode(ids) == "[CLS] hello world [SEP]"  # transformers' default keeps special tokens
 
 
 def test_folder_without_tokenizer_files_raises(tmp_path):

@@ -62,8 +62,9 @@ def test_loss_falls_with_a_few_steps(warm):
     model, _ = warm
     tok = load_tokenizer(HUB_ID)
     src = tok(["the quick brown fox jumps over the lazy dog near the river bank today.",
-               "stocks rose sharply on monday after the central bank cut interest rates."])
-    tgt = tok(["fox jumps over dog.", "stocks rose after rate cut."])
+               "stocks rose sharply on monday after the central bank cut interest rates."],
+              padding=True, return_tensors="pt")
+    tgt = tok(["fox jumps over dog.", "stocks rose after rate cut."], padding=True, return_tensors="pt")
     labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
     torch.manual_seed(0)
     losses = train_losses(model, dict(src, labels=labels), steps=8, lr=1e-3)

@@ -174,7 +174,7 @@ def summaries_one_by_one(model, encoder_tokenizer, decoder_tokenizer, texts: lis
     `model.generate(**settings)`, decoded without special tokens, whitespace collapsed to one line."""
     out = []
     for text in texts:
-        enc = encoder_tokenizer([text])
+        enc = encoder_tokenizer([text], truncation=True, return_tensors="pt")
         ids = model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], **settings)
         out.append(" ".join(decoder_tokenizer.decode(ids[0], skip_special_tokens=True).split()))
     return out

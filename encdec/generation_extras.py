@@ -1,0 +1,127 @@
+"""transformers' generate() options around encdec's search: a transformers GenerationConfig passed in,
+`bad_words_ids`, `forced_bos_token_id` / `forced_eos_token_id` (score rules the searches apply through
+`extra_processors`), and `return_dict_in_generate` with `output_scores`.
+
+Scores are recomputed after the search by one teacher-forced pass over the returned sequences, with
+the same score rules the search applied at each step: the search loops stay free of bookkeeping,
+and a call that does not ask for scores pays nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from encdec.outputs import ModelOutput
+
+# Options kept in GenerationConfig.extra, applied by `extra_processors`.
+RULES = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id")
+_OUTPUT_FLAGS = ("return_dict_in_generate", "output_scores")
+# transformers GenerationConfig keys with nothing to do here (bookkeeping, or the cache we always use).
+_IGNORED = {"transformers_version", "_from_model_config", "use_cache", "output_attentions", "output_hidden_states",
+            "output_logits", "cache_implementation", "_commit_hash"}
+
+
+@dataclass
+class GenerateOutput(ModelOutput):
+    """transformers' GenerateEncoderDecoderOutput / GenerateBeamEncoderDecoderOutput fields we fill."""
+
+    sequences: Tensor | None = None
+    sequences_scores: Tensor | None = None
+    scores: tuple[Tensor, ...] | None = None
+
+
+def prepare(passed: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, bool]]:
+    """(our GenerationConfig or None, remaining kwargs, output flags): a transformers
+    GenerationConfig becomes ours; RULES move into its `extra`; token_type_ids of zeros are dropped."""
+    from encdec.generation import GenerationConfig
+
+    kwargs = dict(kwargs)
+    token_types = kwargs.pop("token_type_ids", None)
+    if token_types is not None and bool(torch.as_tensor(token_types).any()):
+        raise ValueError("generate() encodes with token type 0 only; drop token_type_ids or make them zeros.")
+    if passed is not None and not isinstance(passed, GenerationConfig):
+        settings = passed.to_diff_dict() if hasattr(passed, "to_diff_dict") else dict(passed)
+        passed = GenerationConfig.from_dict({k: v for k, v in settings.items() if k not in _IGNORED})
+    flags = {name: bool(kwargs.pop(name, False)) for name in _OUTPUT_FLAGS}
+    rules = {name: kwargs.pop(name) for name in RULES if name in kwargs}
+    if passed is not None:
+        flags = {name: flags[name] or bool(passed.extra.get(name)) for name in _OUTPUT_FLAGS}
+    if rules or passed is not None:
+        passed = copy.deepcopy(passed) if passed is not None else GenerationConfig()
+        passed.extra = {k: v for k, v in {**passed.extra, **rules}.items() if k not in _OUTPUT_FLAGS}
+        unknown = sorted(set(passed.extra) - set(RULES) - _IGNORED)
+        if unknown:
+            raise ValueError(f"Generation setting(s) {unknown} are not supported by encdec's generate(); drop them.")
+    return passed, kwargs, flags
+
+
+def extra_processors(plan: Any) -> list:
+    """Score rules for RULES in the plan's config (transformers' order: after the length rule)."""
+    extra = plan.config.extra
+    out = []
+    if extra.get("bad_words_ids"):
+        words = [list(w) for w in extra["bad_words_ids"] if not (len(w) == 1 and w[0] in plan.eos_ids)]
+        out.append(partial(ban_words, words))
+    if extra.get("forced_bos_token_id") is not None:
+        out.append(partial(force_at, 1, [extra["forced_bos_token_id"]]))
+    if extra.get("forced_eos_token_id") is not None:
+        eos = extra["forced_eos_token_id"]
+        out.append(partial(force_at, plan.max_length - 1, eos if isinstance(eos, list) else [eos]))
+    return out
+
+
+def ban_words(words: list[list[int]], seqs: Tensor, scores: Tensor) -> Tensor:
+    """A word's last token is banned where the sequence ends with the word's other tokens."""
+    for word in words:
+        *prefix, last = word
+        if not prefix:
+            scores[:, last] = float("-inf")
+        elif seqs.shape[1] >= len(prefix):
+            hit = (seqs[:, seqs.shape[1] - len(prefix):] == torch.tensor(prefix, device=seqs.device)).all(1)
+            scores[hit, last] = float("-inf")
+    return scores
+
+
+def force_at(length: int, tokens: list[int], seqs: Tensor, scores: Tensor) -> Tensor:
+    """When the sequence (start token included) is `length` long, only `tokens` may come next."""
+    if seqs.shape[1] == length:
+        scores.fill_(float("-inf"))
+        scores[:, tokens] = 0.0
+    return scores
+
+
+def generate_output(model: Any, input_ids: Tensor, attention_mask: Tensor | None, sequences: Tensor,
+                    plan: Any, output_scores: bool) -> GenerateOutput:
+    """sequences, and for beam search sequences_scores (sum of the processed log-probs of each
+    hypothesis / generated length ** length_penalty); with output_scores, greedy search's per-step
+    processed scores (N, V)."""
+    from encdec.generation import default_attention_mask
+    from encdec.logits_processors import apply, build_processors
+
+    if attention_mask is None:
+        attention_mask = default_attention_mask(input_ids, plan)
+    beam = plan.num_beams > 1
+    rows = sequences.shape[0] // input_ids.shape[0]
+    source = dict(input_ids=input_ids.repeat_interleave(rows, 0),
+                  attention_mask=None if attention_mask is None else attention_mask.repeat_interleave(rows, 0))
+    with torch.no_grad():
+        logits = model(**source, decoder_input_ids=sequences[:, :-1]).logits.float()
+    processors = build_processors(plan, sequences.device)
+    steps = []
+    for t in range(sequences.shape[1] - 1):
+        step = torch.log_softmax(logits[:, t], dim=-1) if beam else logits[:, t].clone()
+        steps.append(apply(processors, sequences[:, : t + 1], step))
+    if not beam:
+        return GenerateOutput(sequences=sequences, scores=tuple(steps) if output_scores else None)
+    chosen = torch.stack([s.gather(1, sequences[:, t + 1, None])[:, 0] for t, s in enumerate(steps)], dim=1)
+    is_eos = torch.isin(sequences[:, 1:], torch.tensor(plan.eos_ids, device=sequences.device, dtype=torch.long))
+    ended = is_eos.cumsum(1) - is_eos.long() > 0  # positions after the first EOS
+    lengths = (~ended).sum(1)
+    scores = chosen.masked_fill(ended, 0.0).sum(1) / lengths.float() ** plan.length_penalty
+    return GenerateOutput(sequences=sequences, sequences_scores=scores)
