@@ -154,6 +154,9 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
             raise ValueError("Pass labels or decoder_input_ids: the decoder needs inputs.")
         if wants_explicit(use_cache=use_cache, a=output_attentions, h=output_hidden_states, e=inputs_embeds,
                           d=decoder_inputs_embeds):
+            if label_smoothing:
+                raise ValueError("label_smoothing applies to the SDPA and training fast paths: call without "
+                                 "use_cache / output_attentions / output_hidden_states / *_embeds.")
             out = explicit_forward(
                 self, input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                 inputs_embeds=inputs_embeds, encoder_outputs=encoder_outputs, decoder_input_ids=decoder_input_ids,
