@@ -44,7 +44,7 @@ def batches(folder: str, docs: int) -> list[dict[str, torch.Tensor]]:
 
     tokenizer = load_tokenizer(folder)
     articles = [r["article"] for r in make_sample_dataset()["test"][:docs]]
-    ids = sorted((tokenizer(a, truncation=True, max_length=512)["input_ids"] for a in articles), key=len)
+    ids = sorted(tokenizer(articles, truncation=True, max_length=512)["input_ids"], key=len)
     out = []
     for start in range(0, len(ids), BATCH):
         group = ids[start:start + BATCH]
@@ -77,14 +77,10 @@ def clocks(library: str, model) -> dict[str, Clock]:
     """Encoder and decoder-step clocks: encdec's `encode` and `Decoding.step` / verification
     pass; transformers' encoder and decoder (its LM head included) forwards."""
     if library == "encdec":
-        from encdec import search
+        from encdec import search, speculative
 
-        decoder = Clock(search.Decoding, "step")
-        spec = sys.modules.get("encdec.speculative")
-        parts = {"encoder": Clock(model, "encode"), "decoder": decoder}
-        if spec is not None and hasattr(spec.Ragged, "verify"):
-            parts["verify"] = Clock(spec.Ragged, "verify")
-        return parts
+        return {"encoder": Clock(model, "encode"), "decoder": Clock(search.Decoding, "step"),
+                "verify": Clock(speculative.Ragged, "verify")}
     return {"encoder": Clock(model.encoder, "forward"), "decoder": Clock(model.decoder, "forward")}
 
 
@@ -100,8 +96,6 @@ def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads:
     from generate import load, peak_rss_mib, reset_peak_rss
 
     torch.set_num_threads(threads)
-    import encdec.speculative  # noqa: F401 - so that its verification pass can be timed when present
-
     model = load(library, folder)
     kwargs = dict(MODES[mode], **json.loads(extra))
     work = batches(folder, docs)

@@ -18,8 +18,9 @@ from torch import Tensor
 from encdec.logits_processors import apply, build_processors
 from encdec.search import Decoding, _pad
 
-DRAFT = 6  # tokens drafted per row and step
+DRAFT = 1  # tokens drafted per row and pass: best on benchmarks/generate.py (docs/benchmarks.md)
 MATCH = 3  # longest suffix looked up in the source
+MIN_MATCH = 2
 
 
 def enabled(plan, config) -> bool:
@@ -95,9 +96,10 @@ def draft(seqs: Tensor, lengths: Tensor, source: Tensor, source_lengths: Tensor,
     return drafts, count
 
 
-def speculative_greedy(decoding: Decoding, plan, source: Tensor, source_mask: Tensor | None, k: int = DRAFT) -> Tensor:
+def speculative_greedy(decoding: Decoding, plan, source: Tensor, source_mask: Tensor | None, k: int | None = None) -> Tensor:
     """Greedy search's output (B, L), drafting from `source` (B, S) (real where source_mask is 1).
     The decoding's caches must hold max_length - 1 + k positions."""
+    k = DRAFT if k is None else k
     decoding.caches = [Ragged(c.k, c.v) for c in decoding.caches]
     device = source.device
     rows = source.shape[0]
