@@ -105,15 +105,16 @@ def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads:
                        **dict(kwargs, max_length=8, min_length=0))
         parts = clocks(library, model)
         reset_peak_rss()
-        outputs, seconds = [], 0.0
+        outputs, seconds, cpu = [], 0.0, 0.0
         for batch in work:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             out = model.generate(**batch, **kwargs)
             seconds += time.perf_counter() - start
+            cpu += time.process_time() - start_cpu
             outputs += generated(out, eos)
     split = {name: clock.seconds for name, clock in parts.items()}
     split["decoder"] += split.pop("verify", 0.0)
-    return dict(library=library, mode=mode, extra=extra, seconds=seconds, docs=len(outputs),
+    return dict(library=library, mode=mode, extra=extra, seconds=seconds, cpu_s=cpu, docs=len(outputs),
                 tokens=sum(map(len, outputs)), peak_rss_mib=peak_rss_mib(), split=split, outputs=outputs)
 
 
@@ -144,7 +145,8 @@ def split_text(run: dict) -> str:
 def table(results: dict[tuple, dict]) -> str:
     from generate import markdown
 
-    header = ["mode", "library", "s", "docs/s", "gen tokens/s", "vs transformers", "same as transformers",
+    header = ["mode", "library", "s", "docs/s", "gen tokens/s", "vs transformers", "CPU s (vs transformers)",
+              "same as transformers",
               "peak RSS MiB", "time: encoder / decoder steps / other"]
     rows = []
     for (library, mode, extra), run in results.items():
@@ -153,6 +155,7 @@ def table(results: dict[tuple, dict]) -> str:
         name = library + (" (no speculation)" if "speculative" in extra else "")
         rows.append([mode, name, f"{run['seconds']:.2f}", f"{run['docs'] / run['seconds']:.2f}",
                      f"{run['tokens'] / run['seconds']:.0f}", f"{ref['seconds'] / run['seconds']:.2f}x",
+                     f"{run['cpu_s']:.2f} ({ref['cpu_s'] / run['cpu_s']:.2f}x)",
                      f"{same}/{run['docs']}", f"{run['peak_rss_mib']:.0f}", split_text(run)])
     spec, plain = results.get(("encdec", "greedy", "{}")), results.get(("encdec", "greedy", '{"speculative": false}'))
     text = markdown(header, rows)

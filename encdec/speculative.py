@@ -44,8 +44,8 @@ class Ragged:
     def update(self, pos: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         rows = torch.arange(k.shape[0], device=k.device)[:, None]
         cols = self.starts[:, None] + torch.arange(k.shape[2], device=k.device)
-        self.k[rows, :, cols] = k.transpose(1, 2)
-        self.v[rows, :, cols] = v.transpose(1, 2)
+        self.k[rows, :, cols] = k.transpose(1, 2).to(self.k.dtype)  # autocast: bf16 into the fp32 cache
+        self.v[rows, :, cols] = v.transpose(1, 2).to(self.v.dtype)
         return self.k[:, :, : self.width], self.v[:, :, : self.width]
 
     def select(self, index: Tensor) -> None:
