@@ -32,7 +32,7 @@ def trained_model(folder: str | None) -> str:
     model = run / "best_model"
     if not (model / "config.json").exists():
         print(f"training the quickstart model once into {run} (a few minutes)", file=sys.stderr)
-        subprocess.run([sys.executable, "train.py", f"hydra.run.dir={run}", "logger=null"], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "train.py", f"hydra.run.dir={run}", "~logger"], cwd=ROOT, check=True)
     return str(model)
 
 
