@@ -21,6 +21,7 @@ from torch import Tensor
 from encdec.beam_search import beam_search
 from encdec.config import EncoderDecoderConfig
 from encdec.search import Decoding, greedy_search
+from encdec.speculative import DRAFT, enabled, speculative_greedy
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 DEFAULT_MAX_LENGTH = 20
@@ -52,6 +53,7 @@ class GenerationConfig:
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    speculative: bool = True  # encdec's own: exact copy-speculative greedy search (encdec/speculative.py)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for round trips
 
     @classmethod
@@ -226,6 +228,9 @@ def generate(
         with torch.no_grad():
             memory = model.memory(model.encode(input_ids, attention_mask))
             rows_per_source = plan.num_beams if beam else plan.num_return_sequences
+            if enabled(plan, model.config):
+                decoding = Decoding(model.decoder, memory, attention_mask, 1, plan.max_length - 1 + DRAFT)
+                return speculative_greedy(decoding, plan, input_ids, attention_mask)
             decoding = Decoding(model.decoder, memory, attention_mask, rows_per_source, plan.max_length - 1)
             return (beam_search if beam else greedy_search)(decoding, plan, generator)
     finally:

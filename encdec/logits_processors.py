@@ -2,7 +2,8 @@
 sequences so far (N, T) and the scores (N, V). Applied in transformers' order so that results match.
 
 They change `scores` in place (callers pass a fresh tensor): at a vocabulary of 30k and 32 beams
-each copy would cost about as much as the rule itself.
+each copy would cost about as much as the rule itself. The rules that read the sequences also take
+`lengths` (N,): row i is then seqs[i, :lengths[i]] (speculative search's rows differ in length).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from encdec.generation_extras import extra_processors
 Processor = Callable[[Tensor, Tensor], Tensor]  # (sequences (N, T), scores (N, V)) -> scores
 
 
-def repetition_penalty(penalty: float, seqs: Tensor, scores: Tensor) -> Tensor:
+def repetition_penalty(penalty: float, seqs: Tensor, scores: Tensor, lengths: Tensor | None = None) -> Tensor:
     """CTRL's penalty: scores of tokens already in the sequence are divided by `penalty` when
     positive and multiplied by it when negative (both make them less likely)."""
+    if lengths is not None:  # past the end: the row's first token again, which changes nothing
+        seqs = torch.where(_beyond(seqs, lengths), seqs[:, :1], seqs)
     seen = scores.gather(1, seqs)
     seen = torch.where(seen < 0, seen * penalty, seen / penalty)
     return scores.scatter_(1, seqs, seen)
 
 
-def repeated_ngram_tokens(n: int, seqs: Tensor) -> tuple[Tensor, Tensor]:
+def repeated_ngram_tokens(n: int, seqs: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(rows, tokens): token `tokens[i]` would complete, in row `rows[i]`, an n-gram that row
     already holds."""
     length = seqs.shape[1]
@@ -34,19 +37,28 @@ def repeated_ngram_tokens(n: int, seqs: Tensor) -> tuple[Tensor, Tensor]:
         empty = seqs.new_empty(0)
         return empty, empty
     grams = seqs.unfold(1, n, 1)  # (N, length - n + 1, n): every n-gram so far
-    tail = seqs[:, length - n + 1:]  # the last n - 1 tokens: the prefix of the next n-gram
-    rows, starts = (grams[:, :, :-1] == tail[:, None, :]).all(dim=-1).nonzero(as_tuple=True)
+    if lengths is None:
+        tail = seqs[:, length - n + 1:]  # the last n - 1 tokens: the prefix of the next n-gram
+        match = (grams[:, :, :-1] == tail[:, None, :]).all(dim=-1)
+    else:
+        at = (lengths[:, None] - n + 1 + torch.arange(n - 1, device=seqs.device)).clamp(min=0)
+        match = (grams[:, :, :-1] == seqs.gather(1, at)[:, None, :]).all(dim=-1)
+        match &= torch.arange(grams.shape[1], device=seqs.device) <= (lengths - n)[:, None]  # whole n-grams
+    rows, starts = match.nonzero(as_tuple=True)
     return rows, grams[rows, starts, -1]
 
 
-def no_repeat_ngram(n: int, seqs: Tensor, scores: Tensor) -> Tensor:
-    rows, tokens = repeated_ngram_tokens(n, seqs)
+def no_repeat_ngram(n: int, seqs: Tensor, scores: Tensor, lengths: Tensor | None = None) -> Tensor:
+    rows, tokens = repeated_ngram_tokens(n, seqs, lengths)
     scores[rows, tokens] = float("-inf")
     return scores
 
 
-def min_length(length: int, eos_ids: Tensor, seqs: Tensor, scores: Tensor) -> Tensor:
+def min_length(length: int, eos_ids: Tensor, seqs: Tensor, scores: Tensor, lengths: Tensor | None = None) -> Tensor:
     """Ban every EOS id while the sequence (start token included) is shorter than `length`."""
+    if lengths is not None:
+        short = (lengths < length)[:, None] & torch.isin(torch.arange(scores.shape[1], device=scores.device), eos_ids)
+        return scores.masked_fill_(short, float("-inf"))
     if seqs.shape[1] >= length:
         return scores
     return scores.index_fill_(1, eos_ids, float("-inf"))
@@ -100,8 +112,13 @@ def _sampling_filters(plan) -> list[Processor]:
     return out
 
 
-def apply(processors: list[Processor], seqs: Tensor, scores: Tensor) -> Tensor:
+def apply(processors: list[Processor], seqs: Tensor, scores: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """The rules in order; with `lengths`, row i is seqs[i, :lengths[i]] (greedy rules only)."""
     for processor in processors:
-        scores = processor(seqs, scores)
+        scores = processor(seqs, scores) if lengths is None else processor(seqs, scores, lengths=lengths)
     return scores
+
+
+def _beyond(seqs: Tensor, lengths: Tensor) -> Tensor:
+    return torch.arange(seqs.shape[1], device=seqs.device) >= lengths[:, None]
 

@@ -44,18 +44,22 @@ class Decoding:
         return self.decoder.logits(hidden[:, -1]).float()
 
     def reorder(self, index: Tensor) -> None:
-        """Row i takes the cache of row index[i] (beam moves); in place, filled positions only,
-        through one scratch buffer: a fresh temporary per step, growing with the sequence, would be
-        a fresh mmap each time (page faults cost as much as the copy)."""
+        """Row i takes the cache of row index[i] (beam moves); in place, filled positions of the
+        rows that change only, through one scratch buffer: a fresh temporary per step, growing
+        with the sequence, would be a fresh mmap each time (page faults cost as much as the copy)."""
+        moved = index.ne(torch.arange(index.numel(), device=index.device)).nonzero().squeeze(1)
+        if moved.numel() == 0:
+            return
+        parents = index[moved]
         first = self.caches[0].k
         if self.scratch is None or self.scratch.numel() < first.numel():
             self.scratch = torch.empty(first.numel(), dtype=first.dtype, device=first.device)
         for cache in self.caches:
             for buffer in (cache.k, cache.v):
                 filled = buffer[:, :, : self.pos]
-                moved = self.scratch[: filled.numel()].view(filled.shape)
-                torch.index_select(filled, 0, index, out=moved)
-                filled.copy_(moved)
+                taken = self.scratch[: moved.numel() * filled[0].numel()].view(moved.numel(), *filled.shape[1:])
+                torch.index_select(filled, 0, parents, out=taken)
+                filled.index_copy_(0, moved, taken)
 
     def keep(self, rows: Tensor, sources: Tensor | None = None) -> None:
         """Drop finished rows (and the sources none of the remaining rows read) from the batch."""
