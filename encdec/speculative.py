@@ -25,9 +25,12 @@ MIN_MATCH = 2
 
 def enabled(plan, config) -> bool:
     """On by default for greedy search (not sampling, one sequence per input) when encoder and
-    decoder share a vocabulary, so that source ids are decoder ids; `speculative=False` turns it off."""
+    decoder share a vocabulary, so that source ids are decoder ids; `speculative=False` turns it off.
+    transformers' extra rules (bad_words_ids, forced tokens: encdec.generation_extras) run on plain
+    greedy search, whose rules see one length for the whole batch."""
     return bool(
         plan.speculative and plan.num_beams == 1 and not plan.do_sample and plan.num_return_sequences == 1
+        and not plan.config.extra
         and config.encoder.vocab_size == config.decoder.vocab_size
     )
 
