@@ -26,7 +26,10 @@ def summarizer_for(cfg: DictConfig):
 
     if cfg.baseline is not None:
         return baseline(cfg.baseline), {"baseline": cfg.baseline}
-    summarizer = load_summarizer(cfg.model_path, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    from encdec.distributed_eval import device_of_rank, rank_and_world
+
+    device = device_of_rank(cfg.device, *rank_and_world())
+    summarizer = load_summarizer(cfg.model_path, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size)
     overrides = generation_overrides(cfg)
     settings = {**summarizer.model.generation_config.to_dict(), **overrides}
     return (lambda batch: summarizer([e.article for e in batch], **overrides)), {
@@ -38,6 +41,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from encdec.preflight import check_evaluate_config
 
     check_evaluate_config(cfg)
+    from encdec.distributed_eval import launch, rank_and_world
+
+    if cfg.get("devices", 1) > 1 and rank_and_world()[1] == 1:
+        return launch(cfg, evaluate)  # each rank runs evaluate(cfg); rank 0's metrics come back
     from encdec.evaluation import PredictionStore, predict, read_examples, report, score, write_plots
     from encdec.runs import write_json
 
@@ -49,6 +56,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     identity.update(data=repr(data), split=cfg.split)
     store = PredictionStore(Path(cfg.output_dir), identity, overwrite=cfg.overwrite)
     predictions, rate = predict(examples, store, summarize_batch, cfg.batch_size)
+    if store.rank != 0:
+        return None
     scores, pairs = score(examples, predictions, cfg.rouge_workers, cfg.bootstrap_samples)
     metrics = {**identity, "examples": len(examples), "examples_per_s": rate, "rouge": scores}
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)

@@ -110,49 +110,88 @@ def baseline(name: str) -> Callable[[list[Example]], list[str]]:
 
 class PredictionStore:
     """predictions.jsonl in an output folder, appended batch by batch, plus run.json naming what
-    produced them so a resume never mixes predictions of different models or settings."""
+    produced them so a resume never mixes predictions of different models or settings. With
+    several ranks (encdec.distributed_eval) each appends to its own shard, predictions.rankR.jsonl;
+    every rank reads them all, and `merge` folds them into predictions.jsonl."""
 
     def __init__(self, folder: Path, identity: dict[str, Any], overwrite: bool = False) -> None:
+        from encdec.distributed_eval import barrier, rank_and_world, share_problem
+
         self.folder = folder
         self.path = folder / "predictions.jsonl"
-        folder.mkdir(parents=True, exist_ok=True)
-        run_file = folder / "run.json"
-        if run_file.exists() and self.path.exists() and not overwrite:
+        self.rank, self.world = rank_and_world()
+        self.own = self.path if self.world == 1 else folder / f"predictions.rank{self.rank}.jsonl"
+        problem = self._check(identity, overwrite) if self.rank == 0 else None
+        share_problem(problem)
+        barrier()  # the files are settled before any rank reads them
+
+    def _check(self, identity: dict[str, Any], overwrite: bool) -> str | None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        run_file = self.folder / "run.json"
+        if run_file.exists() and self.files() and not overwrite:
             previous = json.loads(run_file.read_text())
             if previous != identity:
                 changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-                raise ValueError(
+                return (
                     f"{self.path} holds predictions made with different {', '.join(changed)} "
                     f"({ {k: previous.get(k) for k in changed} }); refusing to mix them. Use another "
                     "output_dir, or overwrite=true to discard them."
                 )
         elif overwrite:
-            self.path.unlink(missing_ok=True)
+            for path in self.files():
+                path.unlink()
         run_file.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+        return None
+
+    def files(self) -> list[Path]:
+        return [p for p in (self.path, *sorted(self.folder.glob("predictions.rank*.jsonl"))) if p.exists()]
 
     def done(self) -> dict[str, str]:
-        """id -> prediction of the complete lines; a line cut off by a kill is dropped."""
-        if not self.path.exists():
-            return {}
-        done, keep = {}, 0
-        with self.path.open("rb") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                done[row["id"]] = row["prediction"]
-                keep += len(line)
-        if keep < self.path.stat().st_size:  # drop the torn tail so appends start on a clean line
-            with self.path.open("r+b") as f:
-                f.truncate(keep)
+        """id -> prediction of the complete lines of every file; a line cut off by a kill is
+        dropped (and cut from this rank's own file, so appends start on a clean line)."""
+        done: dict[str, str] = {}
+        for path in self.files():
+            done.update(_complete_lines(path, truncate=path == self.own))
         return done
 
     def append(self, rows: list[dict[str, str]]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
+        with self.own.open("a", encoding="utf-8") as f:
             f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             f.flush()
             os.fsync(f.fileno())
+
+    def merge(self, examples: list[Example]) -> None:
+        """predictions.jsonl in split order from every file, written whole before the shards go
+        (a kill in between leaves duplicates, which read the same)."""
+        shards = [p for p in self.files() if p != self.path]
+        if not shards:
+            return
+        done = self.done()
+        rows = [{"id": e.id, "reference": e.reference, "prediction": done[e.id]} for e in examples if e.id in done]
+        partial = self.folder / ".predictions.jsonl.tmp"
+        with partial.open("w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+        partial.replace(self.path)
+        for shard in shards:
+            shard.unlink()
+
+
+def _complete_lines(path: Path, truncate: bool) -> dict[str, str]:
+    done, keep = {}, 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            done[row["id"]] = row["prediction"]
+            keep += len(line)
+    if truncate and keep < path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(keep)
+    return done
 
 
 def length_sorted_batches(examples: list[Example], batch_size: int) -> list[list[Example]]:
@@ -186,12 +225,17 @@ def predict(
     summarize_batch: Callable[[list[Example]], list[str]],
     batch_size: int,
 ) -> tuple[dict[str, str], float | None]:
-    """Generate for every example not yet in the store; returns all predictions and examples/s."""
+    """Generate for every example not yet in the store (this rank's every N-th of them); returns
+    all predictions and this rank's examples/s."""
+    from encdec.distributed_eval import barrier
+
     done = store.done()
-    pending = [e for e in examples if e.id not in done]
-    if done:
-        logger.info("Resuming: %d of %d predictions already in %s", len(examples) - len(pending), len(examples), store.path)
-    progress = Progress(len(examples), len(examples) - len(pending))
+    barrier()  # every rank has read the same files before any appends
+    pending = [e for e in examples if e.id not in done][store.rank::store.world]
+    already = sum(e.id in done for e in examples)
+    if already:
+        logger.info("Resuming: %d of %d predictions already in %s", already, len(examples), store.folder)
+    progress = Progress(already + len(pending), already)
     for batch in length_sorted_batches(pending, batch_size):
         outputs = summarize_batch(batch)
         rows = [{"id": e.id, "reference": e.reference, "prediction": p} for e, p in zip(batch, outputs)]
@@ -200,6 +244,10 @@ def predict(
         progress.update(len(batch))
     if pending:
         sys.stderr.write("\n")
+    barrier()  # every shard is complete
+    if store.rank == 0:
+        store.merge(examples)
+        done = store.done()
     return done, progress.rate()
 
 

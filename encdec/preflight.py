@@ -80,6 +80,7 @@ TRAIN = [
 ]
 EVALUATE = [
     Number("batch_size", True, 1, "16"),
+    Number("devices", True, 1, "2"),
     Number("limit", True, 1, "50", optional=True),
     Number("rouge_workers", True, 1, "1"),
     Number("bootstrap_samples", True, 0, "1000"),

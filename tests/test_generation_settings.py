@@ -181,6 +181,10 @@ def test_evaluate_generation_override_changes_predictions_as_generate_does(folde
     assert evaluate(folder, tmp_path, *(f"generation.{k}={v}" for k, v in settings.items())) == expected
 
 
+def test_evaluate_on_two_processes_gives_the_summaries_of_generate(folder, tmp_path):
+    assert evaluate(folder, tmp_path, "devices=2") == reference(folder)
+
+
 def test_evaluate_dtype_and_batch_size(folder, tmp_path):
     expected = reference(folder, "bfloat16")
     assert expected != reference(folder)
