@@ -42,10 +42,10 @@ def build_models(tiny: bool, device: str):
         eos_token_id=102,
     )
     torch.manual_seed(0)
-    folder = tempfile.mkdtemp(prefix="encdec-gpu-bench-")
-    encdec.EncoderDecoderModel(config).save_pretrained(folder)
-    ours = encdec.EncoderDecoderModel.from_pretrained(folder).to(device)
-    theirs = transformers.EncoderDecoderModel.from_pretrained(folder).to(device)
+    with tempfile.TemporaryDirectory(prefix="encdec-gpu-bench-") as folder:
+        encdec.EncoderDecoderModel(config).save_pretrained(folder)
+        ours = encdec.EncoderDecoderModel.from_pretrained(folder).to(device)
+        theirs = transformers.EncoderDecoderModel.from_pretrained(folder).to(device)
     return {"encdec": ours, "transformers": theirs}
 
 
