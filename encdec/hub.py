@@ -112,7 +112,8 @@ def _not_found(name: str, tried: list[str]) -> FileNotFoundError:
 def dataset_location(path: str) -> str:
     """Where `datasets.load_dataset` should read a Hub dataset from: a local folder in the Hub's
     layout (a mirror: the repo's files with its README `configs:` metadata), the mirror registered
-    for the repo id (register_mirror / ENCDEC_MIRRORS, as for models), else the id itself."""
+    for the repo id (register_mirror / ENCDEC_MIRRORS, as for models), the repo's snapshot in the
+    Hugging Face cache, else the id itself."""
     local = Path(path).expanduser()
     if local.is_dir():
         return str(local)
@@ -120,10 +121,21 @@ def dataset_location(path: str) -> str:
         raise FileNotFoundError(f"Dataset folder not found: {local} (from data.source.path={path!r}); check the path.")
     mirror = mirrors().get(path)
     if mirror is None:
-        return path
+        return _cached_dataset(path) or path
     if not mirror.is_dir():
         raise FileNotFoundError(f"The mirror registered for dataset {path!r}, {mirror}, is not a folder.")
     return str(mirror)
+
+
+def _cached_dataset(repo_id: str) -> str | None:
+    """The snapshot of a dataset repo in the Hugging Face cache (HF_HUB_CACHE / HF_HOME), read as a
+    local folder: `datasets` streaming would otherwise ask the Hub, offline or not."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, repo_type="dataset", cache_dir=_cache_dir(), local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (or not a repo id): datasets decides, with its own error
+        return None
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:

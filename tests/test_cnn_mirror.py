@@ -74,6 +74,22 @@ def test_repo_id_resolves_to_its_registered_mirror(mirror, monkeypatch):
     assert len(list(HubSource("abisee/cnn_dailymail", "3.0.0").open("validation"))) == 12
 
 
+def test_repo_id_reads_the_hugging_face_cache_offline(mirror, tmp_path, monkeypatch):
+    """The layout huggingface_hub leaves after a download: refs/main names the snapshot folder."""
+    import shutil
+
+    repo = tmp_path / "hub" / "datasets--abisee--cnn_dailymail"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(mirror, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(hub, "_MIRRORS", {})
+    ids = [row["id"] for row in HubSource("abisee/cnn_dailymail", "3.0.0").open("validation")]
+    assert sorted(ids) == [f"validation-{i:05d}" for i in range(12)]
+
+
 def test_missing_mirror_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="Dataset folder not found"):
         HubSource(str(tmp_path / "nowhere"), "3.0.0").open("train")
