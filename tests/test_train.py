@@ -27,14 +27,6 @@ def check(result) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_every_model_config_names_both_sides(compose, name):
-    cfg = compose(f"model={name}")
-    assert cfg.model._target_ == "encdec.warmstart.build_seq2seq"
-    assert {"start_token", "eos_token", "pad_token"} <= set(cfg.model.decoder)
-    assert cfg.model.encoder.tokenizer and cfg.model.decoder.tokenizer
-
-
 def test_default_is_the_quickstart_and_recipes_compose(compose):
     quick = compose()
     assert quick.model.encoder.pretrained == "sentence-transformers/all-MiniLM-L6-v2"
