@@ -24,7 +24,6 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     from hydra.utils import instantiate
 
     from encdec.callbacks import progress_bar
-    from encdec.lightning import Seq2SeqModule
     from encdec.runs import AtomicCheckpointIO
 
     parts = instantiate(cfg.model)
@@ -33,13 +32,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
         eos_token_id=parts.model.config.eos_token_id,
     )
     datamodule.check_sources()  # a bad file or column fails here, not after the baseline validation
-    module = Seq2SeqModule(
-        parts.model, parts.decoder_tokenizer,
-        optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
-        weight_decay=cfg.optim.weight_decay, lr_scale=cfg.optim.get("lr_scale"), freeze=cfg.optim.get("freeze"), compile=cfg.get("compile", False),
-        generation=OmegaConf.to_container(cfg.generation),
-        run_config=OmegaConf.to_container(cfg, resolve=True), **cfg.module,
-    )
+    module = instantiate(cfg.module, model=parts.model, tokenizer=parts.decoder_tokenizer)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # not through instantiate: it holds _target_s
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.trainer.get("enable_progress_bar", True) and (bar := progress_bar()) is not None:
         callbacks.append(bar)
