@@ -39,7 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     check_evaluate_config(cfg)
     from encdec.evaluation import PredictionStore, predict, read_examples, report, score
-    from encdec.runs import write_json
+    from encdec.run_records import write_json
 
     data = hydra.utils.instantiate(cfg.data.source)
     examples = read_examples(

@@ -1,4 +1,4 @@
-"""Seq2SeqModule pieces and its guards, the run artefacts of encdec.runs, and warm-start ids."""
+"""Seq2SeqModule pieces and its guards, the run artefacts of encdec.run_records, and warm-start ids."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
 from encdec.lightning import (
     Seq2SeqModule, check_labels, collapsed, weight_decay_groups,
 )
-from encdec.runs import AtomicCheckpointIO, replace_atomically, wandb_mode
+from encdec.run_records import AtomicCheckpointIO, replace_atomically, wandb_mode
 from encdec.tokenizer import Tokenizer
-from encdec.warmstart import special_ids
+from encdec.parts import special_ids
 
 
 def tiny_model(**ids) -> EncoderDecoderModel:
