@@ -18,10 +18,10 @@ from typing import BinaryIO, Iterator
 
 
 def _switch(text: str) -> bool | str:
-    """true or false; early_stopping also takes "never"."""
+    """--early-stopping: true, false or never (see encdec/beam_search.py)."""
     value = {"true": True, "false": False, "never": "never"}.get(text.lower())
     if value is None:
-        raise argparse.ArgumentTypeError(f"expected true, false (or never for --early-stopping), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected true, false or never, got {text!r}")
     return value
 
 
@@ -31,10 +31,11 @@ def _switch(text: str) -> bool | str:
 GENERATION_FLAGS = {
     "num_beams": int, "max_length": int, "min_length": int, "max_new_tokens": int, "min_new_tokens": int,
     "length_penalty": float, "no_repeat_ngram_size": int, "repetition_penalty": float, "early_stopping": _switch,
-    "do_sample": _switch, "temperature": float, "top_k": int, "top_p": float,
 }
-# One summary per input line; the special ids are the model's.
-NOT_FLAGS = ("num_return_sequences", "decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id", "extra")
+# One summary per input line, the same on every run (sampling is for the Python API); the special
+# ids are the model's.
+NOT_FLAGS = ("num_return_sequences", "do_sample", "temperature", "top_k", "top_p",
+             "decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id", "extra")
 
 
 def build_parser() -> argparse.ArgumentParser:
