@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("devices", 1) > 1 and rank_and_world()[1] == 1:
         return launch(cfg, evaluate)  # each rank runs evaluate(cfg); rank 0's metrics come back
     from encdec.evaluation import PredictionStore, predict, read_examples, report, score, write_plots
-    from encdec.runs import write_json
+    from encdec.run_records import write_json
 
     data = hydra.utils.instantiate(cfg.data.source)
     examples = read_examples(

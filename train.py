@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger("encdec")
 
@@ -22,10 +22,10 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     """Everything the config names: model parts, data (opened and checked now, before any
     validation), module, callbacks, loggers, trainer."""
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from encdec.callbacks import progress_bar
-    from encdec.lightning import Seq2SeqModule
-    from encdec.runs import AtomicCheckpointIO
+    from encdec.run_records import AtomicCheckpointIO
 
     parts = instantiate(cfg.model)
     datamodule = instantiate(
@@ -33,13 +33,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
         eos_token_id=parts.model.config.eos_token_id,
     )
     datamodule.check_sources()  # a bad file or column fails here, not after the baseline validation
-    module = Seq2SeqModule(
-        parts.model, parts.decoder_tokenizer,
-        optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
-        weight_decay=cfg.optim.weight_decay, lr_scale=cfg.optim.get("lr_scale"), freeze=cfg.optim.get("freeze"), compile=cfg.get("compile", False),
-        generation=OmegaConf.to_container(cfg.generation),
-        run_config=OmegaConf.to_container(cfg, resolve=True), **cfg.module,
-    )
+    module = instantiate(cfg.module, model=parts.model, tokenizer=parts.decoder_tokenizer)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # not through instantiate: it holds _target_s
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.trainer.get("enable_progress_bar", True) and (bar := progress_bar()) is not None:
         callbacks.append(bar)
@@ -48,66 +43,22 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     return parts, datamodule, module, trainer
 
 
-def save_config(cfg: DictConfig, run_dir: Path) -> None:
-    """The resolved config beside the checkpoints folder (Hydra keeps the unresolved one in .hydra/;
-    each checkpoint also carries it under "encdec_config")."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-
-
-def log_config(trainer: Any, cfg: DictConfig) -> None:
-    for run_logger in trainer.loggers:
-        run_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-
-def export_best(cfg: DictConfig, parts: Any, trainer: Any) -> dict[str, Any]:
-    """Write the HF folder (rank 0 only) from the best validated checkpoint; without one, from the
-    last weights, and say so."""
-    from encdec.runs import export_model, load_weights
-
-    if not cfg.get("export_dir") or trainer.global_rank != 0:
-        return {"exported_model": None}
-    callback = trainer.checkpoint_callback
-    scored = callback is not None and callback.monitor is not None and callback.best_model_score is not None
-    best = callback.best_model_path if scored else ""
-    if best:
-        load_weights(parts.model, best)
-        weights = f"the best validated checkpoint: {Path(best).name}"
-    else:
-        weights = "the LAST weights: no validated checkpoint to choose from"
-        log.warning("Exporting the last weights to %s: no validation produced a best checkpoint.", cfg.export_dir)
-    folder = export_model(parts, Path(cfg.export_dir), OmegaConf.to_container(cfg.generation))
-    return {"exported_model": str(folder), "exported_weights": weights}
-
-
-def close_loggers(trainer: Any) -> None:
-    """Finish wandb runs, so the next job of a `-m` sweep starts its own."""
-    for run_logger in trainer.loggers:
-        if type(run_logger).__name__ == "WandbLogger":
-            run_logger.experiment.finish()
-
-
 def prepare(cfg: DictConfig, run_dir: Path) -> None:
     """Checks that need no torch, then the ones that do; stale temporary files of killed runs go."""
+    from hydra.core.hydra_config import HydraConfig
+
     from encdec.preflight import check_train_config, quickstart_notice
 
     check_train_config(cfg)
-    notice = quickstart_notice(cfg, hydra_choices())
-    if notice:
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    if notice := quickstart_notice(cfg, choices):
         log.warning(notice)
     from encdec.preflight import check_device
-    from encdec.runs import remove_stale_temporaries
+    from encdec.run_records import remove_stale_temporaries
 
     check_device(cfg.trainer.get("accelerator"), "trainer.accelerator")
     for folder in {run_dir / "checkpoints", *([Path(cfg.ckpt_path).parent] if cfg.get("ckpt_path") else [])}:
         remove_stale_temporaries(folder)
-
-
-def hydra_choices() -> dict[str, Any]:
-    """The config group choices of this run (empty when composed outside `@hydra.main`)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -118,31 +69,19 @@ def train(cfg: DictConfig) -> float | None:
     import torch
 
     from encdec.entry import log_lightning_once
-    from encdec.run_summary import logger_locations, report, run_summary
-    from encdec.runs import write_json
+    from encdec.parts import export_best
+    from encdec.run_records import finish_run, start_run
 
     log_lightning_once()
-
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(cfg.seed, workers=True)
     parts, datamodule, module, trainer = build(cfg)
-    if trainer.global_rank == 0:
-        save_config(cfg, run_dir)
-    log_config(trainer, cfg)
+    start_run(cfg, trainer, run_dir)
     if cfg.get("validate_before_training") and not cfg.get("ckpt_path"):
         trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    summary = run_summary(cfg.monitor, module, trainer, export_best(cfg, parts, trainer))
-    places = logger_locations(trainer) if trainer.global_rank == 0 else []
-    if trainer.global_rank == 0 and cfg.get("plots"):
-        from encdec.plots import write_training_curve
-
-        write_training_curve(summary["validation"], run_dir)  # before close_loggers: wandb gets it too
-    close_loggers(trainer)
-    if trainer.global_rank == 0:
-        write_json(run_dir / "metrics.json", summary)
-        print(report(summary, run_dir, places), flush=True)
+    summary = finish_run(cfg.monitor, module, trainer, export_best(cfg, parts, trainer), run_dir, plots=cfg.get("plots", False))
     return summary["best"]
 
 

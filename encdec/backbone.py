@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from encdec.config import FAMILIES, BackboneConfig
-from encdec.dropout import Dropout
+from encdec.cpu_kernels import Dropout
 from encdec.modules import Block, KVCache, activation, causal_mask, init_weights, padding_mask, run_layers, scaled_init
 from encdec.packing import PackedMask, Packing
 

@@ -72,31 +72,12 @@ def lead3(article: str) -> str:
 
 def load_summarizer(model_path: str | os.PathLike, **kwargs: Any) -> Any:
     """A Summarizer for an HF folder or Hub id, or for a train.py Lightning checkpoint (.ckpt)."""
+    from encdec.parts import summarizer_from_checkpoint
     from encdec.summarize import Summarizer
 
     if str(model_path).endswith(".ckpt"):
         return summarizer_from_checkpoint(Path(model_path), **kwargs)
     return Summarizer.from_pretrained(model_path, **kwargs)
-
-
-def summarizer_from_checkpoint(path: Path, **kwargs: Any) -> Any:
-    """Rebuild the run's model and tokenizers from the config the checkpoint carries, then load its
-    weights. Lightning checkpoints are pickles: load only ones you trust (your own runs)."""
-    import torch
-    from hydra.utils import instantiate
-
-    from encdec.runs import generation_config, load_weights
-    from encdec.summarize import Summarizer
-
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} not found.")
-    run_config = torch.load(path, map_location="cpu", weights_only=False).get("encdec_config")
-    if run_config is None:
-        raise ValueError(f"{path} carries no encdec run config; is it a checkpoint written by train.py?")
-    parts = instantiate(run_config["model"])
-    load_weights(parts.model, str(path))
-    parts.model.generation_config = generation_config(parts.model, run_config["generation"])
-    return Summarizer(parts.model, parts.tokenizer, parts.decoder_tokenizer, **kwargs)
 
 
 def baseline(name: str) -> Callable[[list[Example]], list[str]]:

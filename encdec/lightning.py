@@ -142,7 +142,7 @@ class Seq2SeqModule(LightningModule):
             raise ValueError(
                 f"model.config.{', '.join(missing)} unset: the decoder cannot be fed or stopped. Set them from "
                 "the decoder tokenizer (e.g. BERT: decoder_start_token_id=[CLS] 101, eos_token_id=[SEP] 102, "
-                "pad_token_id=0; GPT-2: all three 50256), as encdec.warmstart.build_seq2seq does."
+                "pad_token_id=0; GPT-2: all three 50256), as encdec.parts.build_seq2seq does."
             )
 
     # ------------------------------------------------------------------ training
@@ -274,7 +274,7 @@ class Seq2SeqModule(LightningModule):
         if not self.trainer.sanity_checking:
             self.history.append({"step": self.global_step, **metrics})
         self._warn_if_collapsed(rows)
-        from encdec.runs import log_predictions
+        from encdec.run_records import log_predictions
 
         log_predictions(self.trainer, rows[: self.table_rows], self.global_step)
 

@@ -13,9 +13,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from encdec.attention import attention
 from encdec.config import BackboneConfig
-from encdec.dropout import Dropout
+from encdec.cpu_kernels import Dropout, attention
 from encdec.packing import PackedMask, packed_attention
 
 _ACTIVATIONS = {

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from encdec.attention import DropoutAttention, Segment, attention, causal_rows, mask_bias
+from encdec.cpu_kernels import DropoutAttention, Segment, attention, causal_rows, mask_bias
 
 logger = logging.getLogger("encdec")
 _logged: set[tuple[str, str]] = set()  # (kernel, reason) pairs already logged

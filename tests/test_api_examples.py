@@ -4,8 +4,10 @@ Offline, the Hub id in the second example is served by a registered mirror of th
 BERT: the same code path a user's air-gapped machine takes."""
 
 import pytest
+import torch
 
 
+@pytest.mark.slow  # two random bert-base stacks, saved and loaded: about 15 s
 def test_bert2bert_from_configs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
@@ -18,6 +20,7 @@ def test_bert2bert_from_configs(tmp_path, monkeypatch):
 
     # Initializing a Bert2Bert model (with random weights) from the google-bert/bert-base-uncased style configurations
     model = EncoderDecoderModel(config=config)
+    saved_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     # Accessing the model configuration
     config_encoder = model.config.encoder
@@ -33,8 +36,14 @@ def test_bert2bert_from_configs(tmp_path, monkeypatch):
     encoder_decoder_config = EncoderDecoderConfig.from_pretrained("my-model")
     model = EncoderDecoderModel.from_pretrained("my-model", config=encoder_decoder_config)
 
-    assert model.config.decoder.is_decoder and not model.config.encoder.is_decoder
-    assert sum(p.numel() for p in model.parameters()) > 200_000_000  # two bert-base stacks
+    # random init as BERT's: N(0, initializer_range) matrices, LayerNorm at (1, 0)
+    word = saved_state["encoder.embeddings.word.weight"]
+    assert word.std().item() == pytest.approx(config_encoder.initializer_range, rel=0.02)
+    # the reload holds exactly the saved weights, so it computes the same logits
+    reloaded = model.state_dict()
+    assert reloaded.keys() == saved_state.keys()
+    assert all(torch.equal(reloaded[k], v) for k, v in saved_state.items())
+    assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
 
 
 def test_loss_from_labels_and_round_trip(tmp_path, monkeypatch):

@@ -135,3 +135,26 @@ def test_separate_encoder_and_decoder_tokenizers(model_dir, tmp_path):
     summarizer = Summarizer.from_pretrained(folder)
     assert summarizer.encoder_tokenizer is not summarizer.decoder_tokenizer
     assert summarizer([document(10, 11, 12)]) == Summarizer.from_pretrained(model_dir)([document(10, 11, 12)])
+
+
+def test_flags_and_stored_yaml_name_every_generation_setting():
+    """cli.GENERATION_FLAGS, conf/generation/stored.yaml and GenerationConfig's fields are one list:
+    a field added to GenerationConfig fails here until the CLI and the conf offer it, and each
+    flag parses a value of the field's type."""
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+    from encdec.cli import GENERATION_FLAGS, NOT_FLAGS, build_parser
+    from encdec.generation import GenerationConfig
+
+    types = {f.name: str(f.type) for f in fields(GenerationConfig)}
+    assert set(GENERATION_FLAGS) == set(types) - set(NOT_FLAGS) and set(NOT_FLAGS) <= set(types)
+    stored = OmegaConf.to_container(OmegaConf.load(CONF / "generation" / "stored.yaml"))
+    assert set(stored) == set(GENERATION_FLAGS) and all(v is None for v in stored.values())
+    for name, value in {**vars(GenerationConfig()), "max_new_tokens": 3, "min_new_tokens": 2}.items():
+        if name in GENERATION_FLAGS:
+            text = str(value).lower()
+            args = build_parser().parse_args(["summarize", "--model", "m", f"--{name.replace('_', '-')}", text])
+            assert getattr(args, name) == value and type(value).__name__ in types[name], name

@@ -8,7 +8,12 @@ import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from tiny_models import BERT_GENERATION_IDS, TINY_BERT, TINY_DISTILBERT, TINY_ELECTRA, TINY_ROBERTA, train_sentencepiece, write_vocab_txt
+from conftest import CONF
+from encdec.hub import resolve_model_dir
+from tiny_models import (
+    BERT_GENERATION_IDS, TINY_BERT, TINY_DISTILBERT, TINY_ELECTRA, TINY_GPT2, TINY_ROBERTA, train_sentencepiece,
+    write_byte_level_bpe, write_vocab_txt,
+)
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
@@ -25,6 +30,14 @@ def _spm_folder(folder, family: str) -> int:
     return len(transformers.AutoTokenizer.from_pretrained(folder))
 
 
+def _bpe_folder(folder, family: str) -> int:
+    """Byte-level BPE files (vocab.json, merges.txt) as GPT-2's and RoBERTa's Hub folders hold them."""
+    specials = ["<|endoftext|>"] if family == "gpt2" else ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    write_byte_level_bpe(folder, specials)
+    (folder / "config.json").write_text(json.dumps({"model_type": family}))
+    return len(transformers.AutoTokenizer.from_pretrained(folder))
+
+
 # Hub id -> (transformers class, config class, tiny kwargs, tokenizer kind)
 MIRRORS = {
     "google/bert_for_seq_generation_L-24_bbc_encoder": ("BertGenerationEncoder", "BertGenerationConfig", TINY_BERT, "bert-generation"),
@@ -34,7 +47,11 @@ MIRRORS = {
     "google/electra-base-generator": ("ElectraForMaskedLM", "ElectraConfig", TINY_ELECTRA, "wordpiece"),
     "distilbert/distilbert-base-uncased": ("DistilBertModel", "DistilBertConfig", TINY_DISTILBERT, "wordpiece"),
     "google-bert/bert-base-uncased": ("BertModel", "BertConfig", TINY_BERT, "wordpiece"),
+    "google-bert/bert-base-cased": ("BertModel", "BertConfig", TINY_BERT, "wordpiece"),
+    "FacebookAI/roberta-base": ("RobertaModel", "RobertaConfig", TINY_ROBERTA, "roberta"),
+    "openai-community/gpt2": ("GPT2LMHeadModel", "GPT2Config", TINY_GPT2, "gpt2"),
 }
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +60,12 @@ def mirrored(tmp_path_factory):
     table = {}
     for repo, (model_class, config_class, kwargs, tokenizer) in MIRRORS.items():
         folder = tmp_path_factory.mktemp(repo.replace("/", "_"))
-        size = write_vocab_txt(folder) if tokenizer == "wordpiece" else _spm_folder(folder, tokenizer)
-        config = getattr(transformers, config_class)(**{**kwargs, "vocab_size": size})
+        if tokenizer == "wordpiece":
+            size = write_vocab_txt(folder)
+        else:
+            size = (_bpe_folder if tokenizer in ("gpt2", "roberta") else _spm_folder)(folder, tokenizer)
+        specials = {} if tokenizer != "gpt2" else {"bos_token_id": size - 1, "eos_token_id": size - 1}
+        config = getattr(transformers, config_class)(**{**kwargs, "vocab_size": size, **specials})
         getattr(transformers, model_class)(config).save_pretrained(folder)
         table[repo] = str(folder)
     mirrors = tmp_path_factory.mktemp("mirrors") / "mirrors.json"
@@ -72,6 +93,27 @@ def test_family_entries_build_and_generate(mirrored, compose, overrides, familie
     batch = parts.tokenizer(["would you like a coffee", "hello world"], padding=True, return_tensors="pt")
     out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=3)
     assert out.shape[0] == 2 and torch.all(out[:, 0] == model.config.decoder_start_token_id)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_config_builds_with_the_pretraining_special_ids(mirrored, compose, name):
+    """Each shipped model= entry builds, and its decoder starts, stops and pads with the ids the
+    decoder's own (transformers) tokenizer gives those roles: a sequence it encodes begins with the
+    start id and ends with the end id; a tokenizer that adds none (GPT-2, bert-generation) starts
+    with its bos and ends with its eos; GPT-2 pads with its eos."""
+    parts = instantiate(compose(f"model={name}").model)
+    config, folder = parts.model.config, compose(f"model={name}").model.decoder.tokenizer
+    reference = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(folder))
+    encoded, specials = reference("hello world").input_ids, set(reference.all_special_ids)
+    expected = [
+        encoded[0] if encoded[0] in specials else reference.bos_token_id,
+        encoded[-1] if encoded[-1] in specials else reference.eos_token_id,
+        reference.eos_token_id if reference.pad_token_id is None else reference.pad_token_id,
+    ]
+    assert [config.decoder_start_token_id, config.eos_token_id, config.pad_token_id] == expected
+    batch = parts.tokenizer(["would you like a coffee", "hello world"])
+    out = parts.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=3)
+    assert torch.all(out[:, 0] == config.decoder_start_token_id)
 
 
 def test_bertgen_share_shares_the_warm_started_weights(mirrored, compose):

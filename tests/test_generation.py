@@ -67,12 +67,17 @@ def test_output_is_cut_to_the_longest_sequence(pair):
     assert lengths[0] < 14
 
 
-def test_rows_end_at_different_steps(pair):
-    """The EOS choice makes the parity tests cover early ends, padding and trimming."""
+def test_rows_end_at_different_steps_and_finished_rows_hold_padding(pair):
+    """The EOS choice makes rows end at different steps; after its EOS a row holds only the pad id,
+    as in transformers' output."""
     ref, ours, batch, eos = pair
-    out = ours.generate(**batch, eos_token_id=eos, max_length=14)
-    ends = [(row == eos).nonzero()[:1].tolist() for row in out]
-    assert len({str(e) for e in ends}) > 1, out
+    expected, out = both(ref, ours, batch, eos_token_id=eos, max_length=14)
+    assert torch.equal(out, expected)
+    ends = [int((row == eos).nonzero()[0]) if (row == eos).any() else len(row) for row in out]
+    assert len(set(ends)) > 1, out
+    pad = ours.config.pad_token_id
+    for row, end in zip(out, ends):
+        assert bool((row[end + 1:] == pad).all()), row
 
 
 def test_sampling_is_reproducible_with_a_generator(pair):
@@ -99,14 +104,19 @@ def test_sampling_matches_transformers_on_the_same_global_seed(pair, num_beams):
     assert torch.equal(ours.generate(**batch, **kwargs), expected)
 
 
-def test_sampling_several_sequences_and_beam_sampling(pair):
+def test_several_samples_per_input_stay_with_their_input(pair):
+    """num_return_sequences rows per input, in input order: with top_k=1 every sample is the greedy
+    output of its own input; with a wider top_k the samples of one input differ from each other."""
     _, ours, batch, eos = pair
+    greedy = ours.generate(**batch, max_length=10, eos_token_id=eos)
     g = torch.Generator().manual_seed(0)
-    out = ours.generate(**batch, do_sample=True, num_return_sequences=3, max_length=10, generator=g)
-    assert out.shape[0] == 3 * batch["input_ids"].shape[0]
-    out = ours.generate(**batch, do_sample=True, num_beams=3, num_return_sequences=2, max_length=10, generator=g)
-    assert out.shape[0] == 2 * batch["input_ids"].shape[0]
-    assert (out[:, 0] == ours.config.decoder_start_token_id).all()
+    top1 = ours.generate(**batch, do_sample=True, top_k=1, num_return_sequences=3, max_length=10, eos_token_id=eos, generator=g)
+    assert torch.equal(top1, greedy.repeat_interleave(3, dim=0))
+    for num_beams in (1, 3):
+        wide = ours.generate(**batch, do_sample=True, top_k=50, temperature=2.0, num_beams=num_beams, num_return_sequences=2,
+                             max_length=10, eos_token_id=None, generator=g)
+        assert wide.shape == (2 * batch["input_ids"].shape[0], 10)
+        assert any(not torch.equal(wide[2 * i], wide[2 * i + 1]) for i in range(batch["input_ids"].shape[0]))
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 import encdec
 from conftest import CONF
 from encdec import EncoderDecoderModel, Summarizer, load_tokenizer
+from encdec.cli import GENERATION_FLAGS
 from encdec.cli import main as cli_main
 from tiny_models import reference_model, spread_weights, summaries_one_by_one
 
@@ -39,8 +40,7 @@ CASES = {
     "length_penalty": ({"num_beams": 3}, {"length_penalty": -3.0}),
     "early_stopping": ({"num_beams": 3}, {"early_stopping": True}),
 }
-CLI_FLAGS = ["num_beams", "max_length", "min_length", "max_new_tokens", "min_new_tokens", "no_repeat_ngram_size",
-             "repetition_penalty", "length_penalty"]
+CLI_FLAGS = sorted(GENERATION_FLAGS)  # tests/test_cli.py holds these against GenerationConfig's fields
 EVALUATE_KEYS = sorted(OmegaConf.load(CONF / "generation" / "stored.yaml"))  # evaluate.py's generation.* keys
 TRAIN_KEYS = sorted(OmegaConf.load(CONF / "generation" / "greedy.yaml"))  # what train.py hands Seq2SeqModule
 

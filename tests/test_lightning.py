@@ -1,4 +1,4 @@
-"""Seq2SeqModule pieces and its guards, the run artefacts of encdec.runs, and warm-start ids."""
+"""Seq2SeqModule pieces and its guards, the run artefacts of encdec.run_records, and warm-start ids."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
 from encdec.lightning import (
     Seq2SeqModule, check_labels, collapsed, weight_decay_groups,
 )
-from encdec.runs import AtomicCheckpointIO, replace_atomically, wandb_mode
+from encdec.run_records import AtomicCheckpointIO, replace_atomically, wandb_mode
 from encdec.tokenizer import Tokenizer
-from encdec.warmstart import special_ids
+from encdec.parts import special_ids
 
 
 def tiny_model(**ids) -> EncoderDecoderModel:
@@ -80,11 +80,37 @@ def test_training_loss_takes_the_fast_path_with_the_plain_paths_value():
     assert out.loss.item() == pytest.approx(model(**batch).loss.item(), abs=1e-6)
 
 
-def test_composed_optimizer_is_fused_adamw(compose):
+@pytest.mark.parametrize("schedule, factors", [
+    ("linear", {0: 0.5, 1: 1.0, 2: 1.0, 5: 5 / 8, 9: 1 / 8}),  # warmup 2, then (10 - s) / 8
+    ("inverse_sqrt", {0: 0.5, 1: 1.0, 3: (2 / 4) ** 0.5, 8: (2 / 9) ** 0.5}),  # sqrt(2 / (s + 1))
+])
+def test_composed_module_builds_the_configured_optimizer_and_schedule(compose, schedule, factors):
+    """conf/module through hydra: fused AdamW, decay on matrices only, optim.lr_scale, optim.freeze and
+    the chosen schedule's LR at each step, as computed by hand for 10 steps."""
     from hydra.utils import instantiate
 
-    optimizer = instantiate(compose().optim.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    cfg = compose("model=tiny", "~experiment", "optim.lr=1e-3", "optim.warmup_steps=2", f"optim/scheduler={schedule}",
+                  "+optim.lr_scale={cross_attn: 10}", "optim.freeze=[encoder.embeddings]", "module.table_rows=3")
+    parts = instantiate(cfg.model)
+    module = instantiate(cfg.module, model=parts.model, tokenizer=parts.decoder_tokenizer)
+    module._trainer = type("T", (), {"estimated_stepping_batches": 10})()  # noqa: SLF001 - what sizes the schedule
+    setup = module.configure_optimizers()
+    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True
+    assert module.table_rows == 3 and module.generation == dict(cfg.generation)
+    names = {id(p): n for n, p in parts.model.named_parameters()}
+    grouped = [(names[id(p)], p, g) for g in optimizer.param_groups for p in g["params"]]
+    trained = [n for n, p in parts.model.named_parameters() if p.requires_grad]
+    assert sorted(n for n, _, _ in grouped) == sorted(trained) and not any(n.startswith("encoder.embeddings") for n in trained)
+    for name, param, group in grouped:
+        assert group["weight_decay"] == (0.01 if param.ndim >= 2 else 0.0), name
+        assert group["initial_lr"] == pytest.approx(1e-2 if "cross_attn" in name else 1e-3), name
+    for step in range(10):
+        if step in factors:
+            assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+                [g["initial_lr"] * factors[step] for g in optimizer.param_groups]), step
+        optimizer.step()
+        scheduler.step()
 
 
 def test_checkpoint_write_is_atomic(tmp_path):

@@ -81,7 +81,7 @@ def test_bertshare_shares_parameters():
     assert model.encoder.embeddings.word.weight is model.decoder.embeddings.word.weight
     shared = {id(p) for p in model.encoder.parameters()} & {id(p) for p in model.decoder.parameters()}
     assert len(shared) > 10
-    assert model.encoder.pooler.weight is not None  # the encoder's own
+    assert id(model.encoder.pooler.weight) not in shared  # the encoder's own: the decoder has none
 
 
 def test_bertshare_tied_after_reload(tmp_path):
@@ -89,3 +89,10 @@ def test_bertshare_tied_after_reload(tmp_path):
     ref.save_pretrained(tmp_path)
     ours = EncoderDecoderModel.from_pretrained(tmp_path)
     assert ours.encoder.layers[1].mlp.fc_in.weight is ours.decoder.layers[1].mlp.fc_in.weight
+    # the pooler is the encoder's alone, loaded (never run) and written back unchanged
+    torch.testing.assert_close(ours.encoder.pooler.weight, ref.encoder.pooler.dense.weight, rtol=0, atol=0)
+    ours.save_pretrained(tmp_path / "again")
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "again" / "model.safetensors")
+    torch.testing.assert_close(saved["encoder.pooler.dense.weight"], ref.encoder.pooler.dense.weight, rtol=0, atol=0)

@@ -162,6 +162,15 @@ def train_sentencepiece(model_type: str = "unigram", **ids) -> bytes:
     return out.getvalue()
 
 
+def write_byte_level_bpe(folder, special_tokens: list[str]) -> None:
+    """A small GPT-2 style vocabulary (vocab.json + merges.txt), special tokens first."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus(200), vocab_size=300, min_frequency=1, special_tokens=special_tokens)
+    bpe.save_model(str(folder))
+
+
 def write_vocab_txt(folder) -> int:
     """A small WordPiece vocab.txt (BERT's special tokens first); returns its size."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w.lower() for w in WORDS}), "##s", "##ed"]

@@ -1,5 +1,6 @@
-"""What a training run leaves behind: atomic checkpoints, loggers, prediction tables, the exported
-Hugging Face folder of the best model and a metrics file.
+"""What a training run writes, logs and prints: atomic checkpoint and JSON writes, the loggers
+(wandb offline without credentials), sample-prediction tables, the metrics.json summary and the
+report printed last.
 
 A run killed while writing must never leave a truncated checkpoint where resume would look, so
 every file here is written to a temporary name in the same folder and moved into place.
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 
 logger = logging.getLogger("encdec")
 
@@ -118,44 +120,90 @@ def log_predictions(trainer: Any, rows: list[dict[str, Any]], step: int) -> None
                 first["prediction"][:300], first["reference"][:300])
 
 
-# ---------------------------------------------------------------------- export
+# ---------------------------------------------------------------------- start and end of a run
 
 
-def generation_config(model: Any, settings: dict[str, Any]) -> Any:
-    """The validation generation settings plus the model's special ids, as a GenerationConfig."""
-    from encdec.generation import GenerationConfig
-
-    ids = {k: getattr(model.config, k) for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")}
-    return GenerationConfig.from_dict({**dict(settings), **ids})
-
-
-def export_model(parts: Any, folder: Path, generation: dict[str, Any]) -> Path:
-    """A Hugging Face folder: config.json, model.safetensors, generation_config.json and the
-    tokenizer files (the encoder's at the top; both in encoder_tokenizer/ and decoder_tokenizer/
-    when the sides differ)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model = parts.model
-    config = generation_config(model, generation)
-    model.generation_config = config
-    model.save_pretrained(folder)
-    config.save(folder)
-    parts.tokenizer.save_pretrained(folder)
-    if not parts.shared_tokenizer:
-        parts.tokenizer.save_pretrained(folder / "encoder_tokenizer")
-        parts.decoder_tokenizer.save_pretrained(folder / "decoder_tokenizer")
-    return folder
+def start_run(cfg: DictConfig, trainer: Any, run_dir: Path) -> None:
+    """The resolved config beside the checkpoints folder (Hydra keeps the unresolved one in .hydra/;
+    each checkpoint also carries it under "encdec_config"), and in every logger."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if trainer.global_rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    for run_logger in trainer.loggers:
+        run_logger.log_hyperparams(resolved)
 
 
-def best_checkpoint(trainer: Any) -> str | None:
-    """The monitored best checkpoint, else the last one written, else None."""
+def finish_run(
+    monitor: str, module: Any, trainer: Any, export: dict[str, Any], run_dir: Path, plots: bool = False
+) -> dict[str, Any]:
+    """Draw the validation curve (before the loggers close: wandb gets it too), close the loggers,
+    then (rank 0) write metrics.json and print the report; returns the summary."""
+    summary = run_summary(monitor, module, trainer, export)
+    places = logger_locations(trainer) if trainer.global_rank == 0 else []
+    if trainer.global_rank == 0 and plots:
+        from encdec.plots import write_training_curve
+
+        write_training_curve(summary["validation"], run_dir)
+    close_loggers(trainer)
+    if trainer.global_rank == 0:
+        write_json(run_dir / "metrics.json", summary)
+        print(report(summary, run_dir, places), flush=True)
+    return summary
+
+
+def close_loggers(trainer: Any) -> None:
+    """Finish wandb runs, so the next job of a `-m` sweep starts its own."""
+    for run_logger in trainer.loggers:
+        if type(run_logger).__name__ == "WandbLogger":
+            run_logger.experiment.finish()
+
+
+ROUGE_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def run_summary(monitor: str, module: Any, trainer: Any, export: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: the monitored best, the validation history and where everything went."""
     callback = trainer.checkpoint_callback
-    if callback is None:
-        return None
-    return callback.best_model_path or callback.last_model_path or None
+    best = callback.best_model_score if callback is not None else None
+    if best is None:
+        best = trainer.callback_metrics.get(monitor)
+    return {
+        "monitor": monitor, "best": None if best is None else float(best),
+        "best_checkpoint": (callback.best_model_path or None) if callback is not None and callback.monitor else None,
+        **export, "validation": module.history, "steps": trainer.global_step,
+        "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+    }
 
 
-def load_weights(model: torch.nn.Module, ckpt_path: str) -> None:
-    """Put the weights of a Lightning checkpoint (keys `model.*`) into a bare model."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-    own = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    model.load_state_dict(own)
+def history_table(history: list[dict]) -> list[str]:
+    """Validation ROUGE F1 (%) by step; step 0 is the untrained model when validated first."""
+    lines = ["step    " + "".join(f"{n:>11}" for n in ROUGE_COLUMNS)]
+    for row in history:
+        lines.append(f"{row['step']:<8}" + "".join(f"{row.get('val/' + n, float('nan')):>11.2f}" for n in ROUGE_COLUMNS))
+    return lines
+
+
+def logger_locations(trainer: Any) -> list[str]:
+    """Where each logger wrote, read before the loggers are closed (a finished wandb run refuses)."""
+    lines = []
+    for run_logger in trainer.loggers:
+        experiment = getattr(run_logger, "experiment", None)
+        where = getattr(experiment, "dir", None) or getattr(run_logger, "log_dir", None)
+        if where is None or not Path(where).exists():
+            continue
+        lines.append(f"{type(run_logger).__name__}: {where}")
+        if getattr(getattr(experiment, "settings", None), "mode", None) == "offline":
+            lines.append(f"  offline run; upload with: wandb sync {Path(where).parent}")
+    return lines
+
+
+def report(summary: dict[str, Any], run_dir: Path, logger_lines: list[str]) -> str:
+    best = "n/a (no validation ran)" if summary["best"] is None else f"{summary['best']:.2f}"
+    places = {"run folder:": run_dir, "model (HF):": summary.get("exported_model"),
+              "metrics:": run_dir / "metrics.json", "checkpoints:": run_dir / "checkpoints"}
+    lines = [*history_table(summary["validation"]), "", f"best {summary['monitor']}: {best}"]
+    lines += [f"{label:<16}{path}" for label, path in places.items() if path and Path(path).exists()]
+    if summary.get("exported_model"):
+        lines.append(f"{'':<16}({summary['exported_weights']})")
+    return "\n".join(["", "=" * 72, *lines, *logger_lines, "=" * 72])
