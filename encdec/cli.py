@@ -25,25 +25,18 @@ def _switch(text: str) -> bool | str:
     return value
 
 
-def _bool(text: str) -> bool:
-    value = {"true": True, "false": False}.get(text.lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value
-
-
 # CLI flag -> GenerationConfig field; only flags given on the command line override the model's.
 # Every field a user sets, except those in NOT_FLAGS (tests/test_cli.py holds both against
 # GenerationConfig and conf/generation/stored.yaml, so the lists cannot drift).
 GENERATION_FLAGS = {
     "num_beams": int, "max_length": int, "min_length": int, "max_new_tokens": int, "min_new_tokens": int,
     "length_penalty": float, "no_repeat_ngram_size": int, "repetition_penalty": float, "early_stopping": _switch,
-    "speculative": _bool,  # exact copy-speculative greedy search: --speculative false turns it off
 }
 # One summary per input line, the same on every run (sampling is for the Python API); the special
 # ids are the model's.
 NOT_FLAGS = ("num_return_sequences", "do_sample", "temperature", "top_k", "top_p",
-             "decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id", "extra")
+             "decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id", "extra",
+             "speculative")  # exact: it changes the speed, never the summaries (Python: speculative=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

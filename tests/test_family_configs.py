@@ -111,7 +111,7 @@ def test_every_model_config_builds_with_the_pretraining_special_ids(mirrored, co
         reference.eos_token_id if reference.pad_token_id is None else reference.pad_token_id,
     ]
     assert [config.decoder_start_token_id, config.eos_token_id, config.pad_token_id] == expected
-    batch = parts.tokenizer(["would you like a coffee", "hello world"])
+    batch = parts.tokenizer(["would you like a coffee", "hello world"], padding=True, return_tensors="pt")
     out = parts.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=3)
     assert torch.all(out[:, 0] == config.decoder_start_token_id)
 
