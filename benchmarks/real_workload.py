@@ -77,9 +77,9 @@ def clocks(library: str, model) -> dict[str, Clock]:
     """Encoder and decoder-step clocks: encdec's `encode` and `Decoding.step` / verification
     pass; transformers' encoder and decoder (its LM head included) forwards."""
     if library == "encdec":
-        from encdec import search, speculative
+        from encdec import decoding_state, speculative
 
-        return {"encoder": Clock(model, "encode"), "decoder": Clock(search.Decoding, "step"),
+        return {"encoder": Clock(model, "encode"), "decoder": Clock(decoding_state.Decoding, "step"),
                 "verify": Clock(speculative.Ragged, "verify")}
     return {"encoder": Clock(model.encoder, "forward"), "decoder": Clock(model.decoder, "forward")}
 

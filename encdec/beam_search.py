@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from encdec.logits_processors import apply, build_processors
-from encdec.search import Decoding
+from encdec.decoding_state import Decoding
 
 NEG = -1.0e9  # the "never pick this" offset transformers adds; kept identical so ties break alike
 

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from encdec.beam_search import beam_search
 from encdec.config import EncoderDecoderConfig
-from encdec.search import Decoding, greedy_search
+from encdec.decoding_state import Decoding
+from encdec.greedy_search import greedy_search
 from encdec.speculative import DRAFT, enabled, speculative_greedy
 
 GENERATION_CONFIG_NAME = "generation_config.json"

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from encdec.logits_processors import apply, build_processors
-from encdec.search import Decoding, _pad
+from encdec.decoding_state import Decoding
+from encdec.greedy_search import pad_id
 
 DRAFT = 1  # tokens drafted per row and pass: best on benchmarks/generate.py (docs/benchmarks.md)
 MATCH = 3  # longest suffix looked up in the source
@@ -107,7 +108,7 @@ def speculative_greedy(decoding: Decoding, plan, source: Tensor, source_mask: Te
     device = source.device
     rows = source.shape[0]
     source_lengths = source_mask.sum(dim=1) if source_mask is not None else torch.full((rows,), source.shape[1], device=device)
-    out = torch.full((rows, plan.max_length + k), _pad(plan), dtype=torch.long, device=device)
+    out = torch.full((rows, plan.max_length + k), pad_id(plan), dtype=torch.long, device=device)
     out[:, 0] = plan.start_id
     alive = torch.arange(rows, device=device)
     lengths = torch.ones(rows, dtype=torch.long, device=device)  # tokens so far; the last is not cached yet

@@ -7,7 +7,7 @@ import torch
 
 from encdec import EncoderDecoderModel
 from encdec.generation import current_generation_config, resolve
-from encdec.search import Decoding
+from encdec.decoding_state import Decoding
 from encdec.speculative import Ragged, draft, speculative_greedy
 from tiny_models import ALL_PAIRS, encdec_config, padded_batch, spread_weights
 

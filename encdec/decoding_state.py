@@ -1,11 +1,11 @@
-"""The cached decoder state every search uses, and greedy search / sampling on top of it."""
+"""The decoder state every search (greedy, beam, speculative) steps: cached self-attention K/V per
+row and cross-attention K/V computed once per source."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from encdec.logits_processors import apply, build_processors
 from encdec.modules import KVCache, padding_mask
 
 
@@ -85,41 +85,3 @@ def _contiguous(memory_kv: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Te
     for i, (k, v) in enumerate(memory_kv):
         memory_kv[i] = (k.contiguous(), v.contiguous())
     return memory_kv
-
-
-def greedy_search(decoding: Decoding, plan, generator: torch.Generator | None = None) -> Tensor:
-    """Greedy search, or sampling with do_sample=True: (B * num_return_sequences, L) ids. A row
-    that emits EOS leaves the batch; its remaining positions hold the pad id."""
-    if plan.num_return_sequences > 1:
-        decoding.repeat_sources(plan.num_return_sequences)
-    device = decoding.caches[0].k.device
-    rows = decoding.sources
-    out = torch.full((rows, plan.max_length), _pad(plan), dtype=torch.long, device=device)
-    out[:, 0] = plan.start_id
-    alive = torch.arange(rows, device=device)  # rows of `out` still generating
-    eos = torch.tensor(plan.eos_ids, dtype=torch.long, device=device)
-    processors = build_processors(plan, device)
-    tokens, length = out[:, :1], 1
-    while length < plan.max_length:
-        scores = apply(processors, out[alive, :length], decoding.step(tokens))
-        chosen = _sample(scores, generator) if plan.do_sample else scores.argmax(dim=-1)
-        out[alive, length] = chosen
-        length += 1
-        if eos.numel():
-            left = torch.isin(chosen, eos).logical_not_().nonzero().squeeze(1)
-            if left.numel() == 0:
-                break
-            if left.numel() < alive.numel():
-                alive, chosen = alive[left], chosen[left]
-                decoding.keep(left, left)
-        tokens = chosen[:, None]
-    return out[:, :length]
-
-
-def _sample(scores: Tensor, generator: torch.Generator | None) -> Tensor:
-    probs = torch.softmax(scores, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
-
-
-def _pad(plan) -> int:
-    return plan.pad_id if plan.pad_id is not None else 0
