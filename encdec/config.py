@@ -273,25 +273,48 @@ def max_positions_of(hf: dict[str, Any]) -> int | None:
     return BackboneConfig.from_dict(hf).max_positions
 
 
-def _config_function(model_type: str, name: str):
-    """transformers' config class of a family, as a function: its keyword names and defaults."""
+class FamilyConfig:
+    """transformers' config class of a family (`BertConfig`, ...) as one object: calling it builds a
+    BackboneConfig from transformers' keyword names and defaults, `isinstance(config, BertConfig)`
+    holds for configs of that family, and `from_pretrained` / `from_dict` read that family's files."""
 
-    def build(**kwargs: Any) -> BackboneConfig:
-        return BackboneConfig.from_dict({"model_type": model_type, **kwargs})
+    def __init__(self, model_type: str, name: str) -> None:
+        self.model_type, self.__name__, self.__qualname__ = model_type, name, name
+        self.__doc__ = f"A {model_type} config from transformers' keyword names and defaults."
 
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"A {model_type} config from transformers' keyword names and defaults."
-    return build
+    def __call__(self, **kwargs: Any) -> BackboneConfig:
+        return self.from_dict(kwargs)
+
+    def __instancecheck__(self, obj: Any) -> bool:
+        return isinstance(obj, BackboneConfig) and obj.model_type == self.model_type
+
+    def __repr__(self) -> str:
+        return f"<encdec config {self.__name__}>"
+
+    def from_dict(self, hf: dict[str, Any]) -> BackboneConfig:
+        if hf.get("model_type", self.model_type) != self.model_type:
+            raise ValueError(f"{self.__name__} reads {self.model_type} configs, got model_type {hf['model_type']!r}; "
+                             "use that family's config class or BackboneConfig.from_dict.")
+        return BackboneConfig.from_dict({**hf, "model_type": self.model_type})
+
+    def from_pretrained(self, name_or_path: str | os.PathLike, **kwargs: Any) -> BackboneConfig:
+        """config.json of a single-model folder (local, mirror, cache or Hub); kwargs override fields."""
+        from encdec.hub import resolve_model_dir
+
+        path = resolve_model_dir(name_or_path) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"No config.json in {path.parent}; is this a model folder?")
+        return self.from_dict({**json.loads(path.read_text()), **kwargs})
 
 
-BertConfig = _config_function("bert", "BertConfig")
-RobertaConfig = _config_function("roberta", "RobertaConfig")
-XLMRobertaConfig = _config_function("xlm-roberta", "XLMRobertaConfig")
-CamembertConfig = _config_function("camembert", "CamembertConfig")
-BertGenerationConfig = _config_function("bert-generation", "BertGenerationConfig")
-ElectraConfig = _config_function("electra", "ElectraConfig")
-DistilBertConfig = _config_function("distilbert", "DistilBertConfig")
-GPT2Config = _config_function("gpt2", "GPT2Config")
+BertConfig = FamilyConfig("bert", "BertConfig")
+RobertaConfig = FamilyConfig("roberta", "RobertaConfig")
+XLMRobertaConfig = FamilyConfig("xlm-roberta", "XLMRobertaConfig")
+CamembertConfig = FamilyConfig("camembert", "CamembertConfig")
+BertGenerationConfig = FamilyConfig("bert-generation", "BertGenerationConfig")
+ElectraConfig = FamilyConfig("electra", "ElectraConfig")
+DistilBertConfig = FamilyConfig("distilbert", "DistilBertConfig")
+GPT2Config = FamilyConfig("gpt2", "GPT2Config")
 
 
 _BACKBONE_FIELDS = frozenset(f.name for f in fields(BackboneConfig))

@@ -23,7 +23,7 @@ from encdec.generation import (
 from encdec.generation_extras import GenerateOutput, generate_output, prepare
 from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
-from encdec.model_api import TransformersAPI, _read_backbone_config, _split_kwargs, hidden_of, apply_load_options, compose, explicit_forward, split_load_options, wants_explicit
+from encdec.model_api import TransformersAPI, cache_argument, _read_backbone_config, _split_kwargs, hidden_of, apply_load_options, compose, explicit_forward, split_load_options, wants_explicit
 from encdec.modules import init_weights, padding_mask
 from encdec.outputs import Seq2SeqLMOutput
 from encdec.packing import PackedMask, Packing
@@ -127,6 +127,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         return_logits: bool = True,
         cache_position: Tensor | None = None,
         label_smoothing: float = 0.0,
+        cache: Any = None,
     ) -> Seq2SeqLMOutput | tuple:
         """Logits for every decoder position, and the mean cross-entropy over labels != -100;
         transformers' arguments and output fields (encdec.outputs). Calls that ask for a cache
@@ -140,6 +141,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         loss and gradients are the same, `encoder_last_hidden_state` is zero at padded positions."""
         if encoder_outputs is None and input_ids is None and inputs_embeds is None:
             raise ValueError("Pass input_ids (or inputs_embeds, or precomputed encoder_outputs).")
+        past_key_values = cache_argument(past_key_values, cache)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = self.config.use_return_dict if return_dict is None else return_dict

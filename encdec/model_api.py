@@ -131,6 +131,13 @@ def _given_encoder_outputs(encoder_outputs: Any) -> tuple[Tensor, Trace]:
     return hidden_of(encoder_outputs), Trace(get("hidden_states"), get("attentions"))
 
 
+def cache_argument(past_key_values: Any, cache: Any) -> Any:
+    """transformers 5 names the cache argument `cache`; `past_key_values` is the older name. Either."""
+    if past_key_values is not None and cache is not None:
+        raise ValueError("Pass the cache as past_key_values= or cache=, not both.")
+    return cache if cache is not None else past_key_values
+
+
 def _cache_of(past_key_values: Any, use_cache: bool) -> Cache | None:
     if past_key_values is None:
         return Cache() if use_cache else None

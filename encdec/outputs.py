@@ -41,6 +41,11 @@ class ModelOutput:
     def __len__(self) -> int:
         return len(self.keys())
 
+    @property
+    def cache(self) -> Any:
+        """transformers 5's name for past_key_values."""
+        return getattr(self, "past_key_values", None)
+
 
 @dataclass
 class BaseModelOutput(ModelOutput):
@@ -49,6 +54,19 @@ class BaseModelOutput(ModelOutput):
     last_hidden_state: Tensor | None = None
     past_key_values: Any = None
     hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class BaseModelOutputWithPooling(ModelOutput):
+    """A base model whose family has a pooler (BERT, RoBERTa, ...): transformers'
+    BaseModelOutputWithPoolingAndCrossAttentions, fields in its order."""
+
+    last_hidden_state: Tensor | None = None
+    pooler_output: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    past_key_values: Any = None
     attentions: tuple[Tensor, ...] | None = None
     cross_attentions: tuple[Tensor, ...] | None = None
 

@@ -25,9 +25,9 @@ from encdec.checkpoints import (
 from encdec.config import BackboneConfig
 from encdec.explicit import Cache, run_explicit
 from encdec.hub import resolve_model_dir
-from encdec.model_api import apply_load_options, count_parameters, output_embeddings, split_load_options
+from encdec.model_api import apply_load_options, cache_argument, count_parameters, output_embeddings, split_load_options
 from encdec.modules import padding_mask
-from encdec.outputs import BaseModelOutput, CausalLMOutput
+from encdec.outputs import BaseModelOutput, BaseModelOutputWithPooling, CausalLMOutput
 
 # transformers class name -> (model_type, has an LM head: a decoder)
 CLASSES: dict[str, tuple[str, bool]] = {
@@ -64,6 +64,8 @@ class SingleModel(nn.Module):
         self.config = config
         self.backbone = Backbone(config)
         self.backbone.init_weights()
+        if hasattr(self.backbone, "pooler"):
+            self.backbone.pooler.requires_grad_(True)  # on its own a base model trains its pooler (transformers)
 
     def forward(
         self,
@@ -81,10 +83,12 @@ class SingleModel(nn.Module):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cache_position: Tensor | None = None,
+        cache: Cache | None = None,
     ) -> BaseModelOutput | CausalLMOutput | tuple:
         """transformers' forward of the class: hidden states (base model) or logits and the
         next-token loss (LM head: position t predicts labels[t + 1])."""
         config = self.config
+        past_key_values = cache_argument(past_key_values, cache)
         cache = past_key_values if past_key_values is not None else (Cache() if use_cache else None)
         past = cache.get_seq_length() if cache is not None else 0
         x = self.backbone.embeddings(input_ids, token_type_ids, past, position_ids=position_ids, inputs_embeds=inputs_embeds)
@@ -109,6 +113,9 @@ class SingleModel(nn.Module):
             if labels is not None:
                 loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1))
             out = CausalLMOutput(loss=loss, logits=logits, **parts)
+        elif hasattr(self.backbone, "pooler"):
+            pooled = self.backbone.pooler(hidden[:, 0]).tanh()
+            out = BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled, **parts)
         else:
             out = BaseModelOutput(last_hidden_state=hidden, **parts)
         return out if (config.use_return_dict if return_dict is None else return_dict) else out.to_tuple()

@@ -229,6 +229,50 @@ def test_incremental_decoding_with_past_key_values(family):
     assert our_cache.get_seq_length() == tokens.shape[1]
 
 
+def test_cache_is_transformers_5s_name_for_past_key_values(family):
+    """`cache=` in and `.cache` out (transformers 5's names) are the same cache as past_key_values."""
+    _, pair, _, ref, ours = family
+    batch = inputs(pair)
+    tokens, source = batch["decoder_input_ids"], dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    first = run(ours, **source, decoder_input_ids=tokens[:, :1], use_cache=True)
+    assert first.cache is first.past_key_values is first["cache"]
+    second = run(ours, **source, decoder_input_ids=tokens[:, 1:2], cache=first.cache)
+    close(second.logits[:, 0], run(ref, **source, decoder_input_ids=tokens[:, :2]).logits[:, 1])
+    with pytest.raises(ValueError, match="not both"):
+        run(ours, **source, decoder_input_ids=tokens[:, 1:2], cache=first.cache, past_key_values=first.cache)
+
+
+def test_encoder_outputs_have_transformers_fields_and_pooler_output(family):
+    """The encoder module alone returns transformers' output: pooler_output (tanh of the pooler on
+    the first position) for the families whose base model has a pooler, in the same tuple order."""
+    name, pair, _, ref, ours = family
+    batch = inputs(pair)
+    source = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    expected, got = run(ref.get_encoder(), **source), run(ours.get_encoder(), **source)
+    assert got.keys() == [k for k in expected.keys() if k != "cache"]
+    if name == "bert-generation":
+        assert "pooler_output" not in got
+    else:
+        close(got.pooler_output, expected.pooler_output)
+        close(got[1], expected[1])
+        standalone = getattr(encdec, FAMILIES[name][0])(ours.config.encoder)
+        assert standalone.backbone.pooler.weight.requires_grad  # trained on its own, as in transformers
+
+
+def test_config_names_are_family_checks_and_read_folders(family):
+    """`isinstance(config, BertConfig)` holds for that family only; `BertConfig.from_pretrained`
+    reads a single-model folder written by transformers."""
+    name, _, folder, ref, ours = family
+    enc_cfg, dec_cfg = getattr(encdec, FAMILIES[name][1]), getattr(encdec, FAMILIES[name][4])
+    assert isinstance(ours.config.encoder, enc_cfg) and isinstance(ours.config.decoder, dec_cfg)
+    others = {FAMILIES[f][1] for f in FAMILIES} - {FAMILIES[name][1]}
+    assert not any(isinstance(ours.config.encoder, getattr(encdec, other)) for other in others)
+    loaded = dec_cfg.from_pretrained(folder / "dec")
+    assert loaded.to_dict() == ours.config.decoder.to_dict()
+    with pytest.raises(ValueError, match="reads"):
+        getattr(encdec, sorted(others)[0]).from_pretrained(folder / "enc")
+
+
 def test_generate(family):
     _, pair, _, ref, ours = family
     batch = padded_batch(pair)
