@@ -6,12 +6,13 @@ that end (EOS, or the length limit) are finished hypotheses scored sum_logprobs 
 length_penalty, length counting generated tokens with the EOS. A source is done when
 `early_stopping=True`: num_beams hypotheses are finished; otherwise when no running beam can beat
 the worst finished one, estimated at the current length (False) or at max_length ("never", for a
-positive length_penalty). Done sources leave the batch.
+positive length_penalty). Done sources leave the batch, unless a `BeamRecord` asks for
+transformers' per-step scores: those have a row for every source at every step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -34,9 +35,11 @@ class Beams:
     done_flags: Tensor  # (b, K) whether that slot holds a real hypothesis
     done_lengths: Tensor  # (b, K) generated tokens of each finished hypothesis
     improvable: Tensor  # (b, 1) a running beam may still beat a finished one
+    paths: Tensor | None = None  # (b, K, L - 1) with a BeamRecord: each token's parent row, -1 unset
+    done_paths: Tensor | None = None
 
     @classmethod
-    def start(cls, batch: int, plan, fill: int, device: torch.device) -> Beams:
+    def start(cls, batch: int, plan, fill: int, device: torch.device, paths: bool = False) -> Beams:
         k, length = plan.num_beams, plan.max_length
         seqs = torch.full((batch, k, length), fill, dtype=torch.long, device=device)
         seqs[:, :, 0] = plan.start_id
@@ -48,18 +51,33 @@ class Beams:
             done_flags=torch.zeros(batch, k, dtype=torch.bool, device=device),
             done_lengths=torch.zeros(batch, k, dtype=torch.long, device=device),
             improvable=torch.ones(batch, 1, dtype=torch.bool, device=device),
+            paths=torch.full((batch, k, length - 1), -1, dtype=torch.int32, device=device) if paths else None,
+            done_paths=torch.full((batch, k, length - 1), -1, dtype=torch.int32, device=device) if paths else None,
         )
 
     def select(self, keep: Tensor) -> None:
         for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name)[keep])
+            if getattr(self, f.name) is not None:
+                setattr(self, f.name, getattr(self, f.name)[keep])
 
 
-def beam_search(decoding: Decoding, plan, generator: torch.Generator | None = None) -> Tensor:
+@dataclass
+class BeamRecord:
+    """What transformers' beam search returns besides sequences (return_dict_in_generate): each
+    step's processed log-probs (rows for every source and beam), each returned hypothesis's score,
+    and the row (source * num_beams + beam) each of its tokens came from, -1 after its end."""
+
+    scores: list[Tensor] = field(default_factory=list)
+    sequences_scores: Tensor | None = None
+    beam_indices: Tensor | None = None
+
+
+def beam_search(decoding: Decoding, plan, generator: torch.Generator | None = None,
+                record: BeamRecord | None = None) -> Tensor:
     """(B * num_return_sequences, L) ids: each source's best hypotheses, best first."""
     device = decoding.caches[0].k.device
-    beams = Beams.start(decoding.sources, plan, _fill_value(plan), device)
-    results, result_lengths = beams.done_seqs.clone(), beams.done_lengths.clone()
+    beams = Beams.start(decoding.sources, plan, _fill_value(plan), device, paths=record is not None)
+    results = Beams.start(decoding.sources, plan, _fill_value(plan), device, paths=record is not None)
     eos = torch.tensor(plan.eos_ids, dtype=torch.long, device=device)
     processors = build_processors(plan, device)
     length = 1
@@ -67,14 +85,18 @@ def beam_search(decoding: Decoding, plan, generator: torch.Generator | None = No
         b, k = beams.ids.numel(), plan.num_beams
         log_probs = torch.log_softmax(decoding.step(beams.seqs[:, :, length - 1].reshape(b * k, 1)), dim=-1)
         log_probs = apply(processors, beams.seqs[:, :, :length].reshape(b * k, length), log_probs)
+        if record is not None:
+            record.scores.append(log_probs.clone())
         parents = _advance(beams, log_probs, length, eos, plan, generator)
         length += 1
         _update_improvable(beams, length, plan)
         done = _done(beams, plan) if length < plan.max_length else torch.ones_like(beams.ids, dtype=torch.bool)
+        if record is not None and not done.all():
+            done = torch.zeros_like(done)  # every source steps until all are done, as in transformers
         if done.any():
-            _retire(beams, done, results, result_lengths)
+            _retire(beams, done, results)
         _follow(decoding, beams, parents, done)
-    return _output(results, result_lengths, plan)
+    return _output(results, plan, record)
 
 
 def _done(beams: Beams, plan) -> Tensor:
@@ -104,15 +126,27 @@ def _advance(beams: Beams, log_probs: Tensor, length: int, eos: Tensor, plan, ge
     width = max(2, 1 + eos.numel()) * k
     values, index = _top_candidates(total, width, plan.do_sample, generator)
     parent, token = index // vocab, index % vocab
-    candidates = beams.seqs[torch.arange(b, device=index.device)[:, None], parent]  # (b, width, L)
+    sources = torch.arange(b, device=index.device)[:, None]
+    candidates = beams.seqs[sources, parent]  # (b, width, L)
     candidates[:, :, length] = token
+    paths = None
+    if beams.paths is not None:
+        paths = beams.paths[sources, parent]
+        paths[:, :, length - 1] = (beams.ids[:, None] * k + parent).to(paths.dtype)
     ends = torch.isin(token, eos) | (length + 1 >= plan.max_length)
     running = values + ends.to(values.dtype) * NEG
     best = running.topk(k).indices
-    beams.seqs = candidates.gather(1, best[:, :, None].expand(-1, -1, candidates.shape[2]))
+    beams.seqs = _take(candidates, best)
     beams.scores = running.gather(1, best)
-    _record_finished(beams, candidates, values, ends, length, plan)
+    if paths is not None:
+        beams.paths = _take(paths, best)
+    _record_finished(beams, candidates, paths, values, ends, length, plan)
     return parent.gather(1, best)
+
+
+def _take(rows: Tensor, index: Tensor) -> Tensor:
+    """rows (b, n, L) -> (b, len(index), L): the rows `index` names, per source."""
+    return rows.gather(1, index[:, :, None].expand(-1, -1, rows.shape[2]))
 
 
 def _top_candidates(total: Tensor, width: int, sample: bool, generator) -> tuple[Tensor, Tensor]:
@@ -124,7 +158,8 @@ def _top_candidates(total: Tensor, width: int, sample: bool, generator) -> tuple
     return values, index.gather(1, order)
 
 
-def _record_finished(beams: Beams, candidates: Tensor, values: Tensor, ends: Tensor, length: int, plan) -> None:
+def _record_finished(beams: Beams, candidates: Tensor, paths: Tensor | None, values: Tensor, ends: Tensor,
+                     length: int, plan) -> None:
     """Merge this step's ending candidates (only those ranked in the top K) into the finished
     hypotheses, keeping the K best. Sources that cannot take more are masked with NEG."""
     k = plan.num_beams
@@ -141,8 +176,9 @@ def _record_finished(beams: Beams, candidates: Tensor, values: Tensor, ends: Ten
     beams.done_scores = merged.gather(1, best)
     beams.done_flags = torch.cat((beams.done_flags, new), dim=1).gather(1, best)
     beams.done_lengths = torch.cat((beams.done_lengths, lengths), dim=1).gather(1, best)
-    seqs = torch.cat((beams.done_seqs, candidates), dim=1)
-    beams.done_seqs = seqs.gather(1, best[:, :, None].expand(-1, -1, seqs.shape[2]))
+    beams.done_seqs = _take(torch.cat((beams.done_seqs, candidates), dim=1), best)
+    if paths is not None:
+        beams.done_paths = _take(torch.cat((beams.done_paths, paths), dim=1), best)
 
 
 def _update_improvable(beams: Beams, length: int, plan) -> None:
@@ -156,17 +192,22 @@ def _update_improvable(beams: Beams, length: int, plan) -> None:
     beams.improvable &= (best_running > worst_done).any(dim=-1, keepdim=True)
 
 
-def _retire(beams: Beams, which: Tensor, results: Tensor, result_lengths: Tensor) -> None:
-    """Copy the finished hypotheses of sources that are done into the results."""
-    results[beams.ids[which]] = beams.done_seqs[which]
-    result_lengths[beams.ids[which]] = beams.done_lengths[which]
+def _retire(beams: Beams, which: Tensor, results: Beams) -> None:
+    """Copy the finished hypotheses of sources that are done into the results (`done_*` fields)."""
+    rows = beams.ids[which]
+    for name in ("done_seqs", "done_scores", "done_lengths", "done_paths"):
+        if getattr(results, name) is not None:
+            getattr(results, name)[rows] = getattr(beams, name)[which]
 
 
-def _output(results: Tensor, lengths: Tensor, plan) -> Tensor:
+def _output(results: Beams, plan, record: BeamRecord | None) -> Tensor:
     """The num_return_sequences best of each source, cut to the longest one returned."""
     n = plan.num_return_sequences
-    seqs = results[:, :n].reshape(-1, results.shape[2])
-    return seqs[:, : 1 + int(lengths[:, :n].max())]
+    longest = int(results.done_lengths[:, :n].max())
+    if record is not None:
+        record.sequences_scores = results.done_scores[:, :n].reshape(-1)
+        record.beam_indices = results.done_paths[:, :n].reshape(-1, results.done_paths.shape[2])[:, :longest]
+    return results.done_seqs[:, :n].reshape(-1, results.done_seqs.shape[2])[:, : 1 + longest]
 
 
 def _fill_value(plan) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from encdec.beam_search import beam_search
+from encdec.beam_search import BeamRecord, beam_search
 from encdec.config import EncoderDecoderConfig
 from encdec.decoding_state import Decoding
 from encdec.greedy_search import greedy_search
@@ -213,11 +213,17 @@ def generate(
     attention_mask: Tensor | None = None,
     generation_config: GenerationConfig | None = None,
     generator: torch.Generator | None = None,
+    streamer: Any = None,
+    record: BeamRecord | None = None,
     **kwargs: Any,
 ) -> Tensor:
     """Token ids (B * num_return_sequences, L) starting with the decoder start token, padded after
-    EOS as transformers pads them. Runs in eval mode without gradients: never with dropout."""
+    EOS as transformers pads them. Runs in eval mode without gradients: never with dropout.
+    `streamer` (transformers' streamer protocol: put(ids), end()) gets the start tokens, then each
+    step's token per row (the pad id once a row has ended); `record` collects beam search's scores."""
     plan = resolve(_base_config(model, generation_config), kwargs, decoder_positions(model.config.decoder))
+    if streamer is not None and plan.num_beams > 1:
+        raise ValueError("streamer works with greedy search and sampling, not beam search: set num_beams=1.")
     if attention_mask is None:
         attention_mask = default_attention_mask(input_ids, plan)
     elif bool(attention_mask.all()):
@@ -229,11 +235,13 @@ def generate(
         with torch.no_grad():
             memory = model.memory(model.encode(input_ids, attention_mask))
             rows_per_source = plan.num_beams if beam else plan.num_return_sequences
-            if enabled(plan, model.config):
+            if streamer is None and enabled(plan, model.config):
                 decoding = Decoding(model.decoder, memory, attention_mask, 1, plan.max_length - 1 + DRAFT)
                 return speculative_greedy(decoding, plan, input_ids, attention_mask)
             decoding = Decoding(model.decoder, memory, attention_mask, rows_per_source, plan.max_length - 1)
-            return (beam_search if beam else greedy_search)(decoding, plan, generator)
+            if beam:
+                return beam_search(decoding, plan, generator, record)
+            return greedy_search(decoding, plan, generator, streamer)
     finally:
         model.train(was_training)
 

@@ -2,9 +2,10 @@
 `bad_words_ids`, `forced_bos_token_id` / `forced_eos_token_id` (score rules the searches apply through
 `extra_processors`), and `return_dict_in_generate` with `output_scores`.
 
-Scores are recomputed after the search by one teacher-forced pass over the returned sequences, with
-the same score rules the search applied at each step: the search loops stay free of bookkeeping,
-and a call that does not ask for scores pays nothing.
+Greedy search's scores are recomputed after the search by one teacher-forced pass over the returned
+sequences, with the same score rules the search applied at each step: its loop stays free of
+bookkeeping. Beam search's come from the search (`beam_search.BeamRecord`): its per-step scores
+hold rows of beams that no returned sequence keeps.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class GenerateOutput(ModelOutput):
     sequences: Tensor | None = None
     sequences_scores: Tensor | None = None
     scores: tuple[Tensor, ...] | None = None
+    beam_indices: Tensor | None = None
 
 
 def prepare(passed: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, bool]]:
@@ -97,31 +99,44 @@ def force_at(length: int, tokens: list[int], seqs: Tensor, scores: Tensor) -> Te
 
 
 def generate_output(model: Any, input_ids: Tensor, attention_mask: Tensor | None, sequences: Tensor,
-                    plan: Any, output_scores: bool) -> GenerateOutput:
-    """sequences, and for beam search sequences_scores (sum of the processed log-probs of each
-    hypothesis / generated length ** length_penalty); with output_scores, greedy search's per-step
-    processed scores (N, V)."""
+                    plan: Any, output_scores: bool, record: Any) -> GenerateOutput:
+    """sequences; beam search's beam_indices, and with output_scores its sequences_scores and
+    per-step scores, from the search's `record`; with output_scores, greedy search's per-step
+    processed scores (N, V), recomputed here."""
+    if plan.num_beams > 1:
+        return GenerateOutput(sequences=sequences, beam_indices=record.beam_indices,
+                              sequences_scores=record.sequences_scores if output_scores else None,
+                              scores=tuple(record.scores) if output_scores else None)
+    if not output_scores:
+        return GenerateOutput(sequences=sequences)
     from encdec.generation import default_attention_mask
     from encdec.logits_processors import apply, build_processors
 
     if attention_mask is None:
         attention_mask = default_attention_mask(input_ids, plan)
-    beam = plan.num_beams > 1
     rows = sequences.shape[0] // input_ids.shape[0]
     source = dict(input_ids=input_ids.repeat_interleave(rows, 0),
                   attention_mask=None if attention_mask is None else attention_mask.repeat_interleave(rows, 0))
     with torch.no_grad():
         logits = model(**source, decoder_input_ids=sequences[:, :-1]).logits.float()
     processors = build_processors(plan, sequences.device)
-    steps = []
-    for t in range(sequences.shape[1] - 1):
-        step = torch.log_softmax(logits[:, t], dim=-1) if beam else logits[:, t].clone()
-        steps.append(apply(processors, sequences[:, : t + 1], step))
-    if not beam:
-        return GenerateOutput(sequences=sequences, scores=tuple(steps) if output_scores else None)
-    chosen = torch.stack([s.gather(1, sequences[:, t + 1, None])[:, 0] for t, s in enumerate(steps)], dim=1)
-    is_eos = torch.isin(sequences[:, 1:], torch.tensor(plan.eos_ids, device=sequences.device, dtype=torch.long))
-    ended = is_eos.cumsum(1) - is_eos.long() > 0  # positions after the first EOS
-    lengths = (~ended).sum(1)
-    scores = chosen.masked_fill(ended, 0.0).sum(1) / lengths.float() ** plan.length_penalty
-    return GenerateOutput(sequences=sequences, sequences_scores=scores)
+    steps = [apply(processors, sequences[:, : t + 1], logits[:, t].clone()) for t in range(sequences.shape[1] - 1)]
+    return GenerateOutput(sequences=sequences, scores=tuple(steps))
+
+
+def transition_scores(sequences: Tensor, scores: tuple[Tensor, ...], beam_indices: Tensor | None = None,
+                      normalize_logits: bool = False) -> Tensor:
+    """(N, T) score of each generated token at the step that chose it, from the row that chose it
+    (beam_indices; row i of every step without them); 0 after a hypothesis ended. transformers'
+    compute_transition_scores: with normalize_logits, each step's scores pass a log-softmax first."""
+    steps = torch.stack(scores, dim=1)  # (rows, T, V)
+    if normalize_logits:
+        steps = torch.log_softmax(steps, dim=-1)
+    if beam_indices is None:
+        beam_indices = torch.arange(steps.shape[0], device=steps.device)[:, None].expand(-1, steps.shape[1])
+    ended = beam_indices < 0
+    length = int((~ended).sum(-1).max())
+    rows, ended = beam_indices[:, :length].clamp(min=0).long(), ended[:, :length]
+    tokens = sequences[:, sequences.shape[1] - length:]
+    picked = steps[rows, torch.arange(length, device=steps.device), tokens]
+    return picked.masked_fill(ended, 0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -9,7 +11,7 @@ from encdec.decoding_state import Decoding
 from encdec.logits_processors import apply, build_processors
 
 
-def greedy_search(decoding: Decoding, plan, generator: torch.Generator | None = None) -> Tensor:
+def greedy_search(decoding: Decoding, plan, generator: torch.Generator | None = None, streamer: Any = None) -> Tensor:
     """Greedy search, or sampling with do_sample=True: (B * num_return_sequences, L) ids. A row
     that emits EOS leaves the batch; its remaining positions hold the pad id."""
     if plan.num_return_sequences > 1:
@@ -22,10 +24,14 @@ def greedy_search(decoding: Decoding, plan, generator: torch.Generator | None = 
     eos = torch.tensor(plan.eos_ids, dtype=torch.long, device=device)
     processors = build_processors(plan, device)
     tokens, length = out[:, :1], 1
+    if streamer is not None:
+        streamer.put(out[:, :1].cpu())
     while length < plan.max_length:
         scores = apply(processors, out[alive, :length], decoding.step(tokens))
         chosen = _sample(scores, generator) if plan.do_sample else scores.argmax(dim=-1)
         out[alive, length] = chosen
+        if streamer is not None:
+            streamer.put(out[:, length].cpu())
         length += 1
         if eos.numel():
             left = torch.isin(chosen, eos).logical_not_().nonzero().squeeze(1)
@@ -35,6 +41,8 @@ def greedy_search(decoding: Decoding, plan, generator: torch.Generator | None = 
                 alive, chosen = alive[left], chosen[left]
                 decoding.keep(left, left)
         tokens = chosen[:, None]
+    if streamer is not None:
+        streamer.end()
     return out[:, :length]
 
 

@@ -20,7 +20,8 @@ from encdec.config import EncoderDecoderConfig
 from encdec.generation import (
     GENERATION_CONFIG_NAME, GenerationConfig, _base_config, current_generation_config, generate, resolve,
 )
-from encdec.generation_extras import GenerateOutput, generate_output, prepare
+from encdec.beam_search import BeamRecord
+from encdec.generation_extras import GenerateOutput, generate_output, prepare, transition_scores
 from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
 from encdec.model_api import TransformersAPI, cache_argument, _read_backbone_config, _split_kwargs, hidden_of, apply_load_options, compose, explicit_forward, split_load_options, wants_explicit
@@ -276,14 +277,22 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         """Greedy search, sampling or beam search (see encdec.generation); token ids that start
         with decoder_start_token_id. kwargs are GenerationConfig fields, `generator`, or the
         transformers options of encdec.generation_extras (return_dict_in_generate, output_scores,
-        bad_words_ids, forced_bos/eos_token_id); `generation_config` may be transformers' own."""
+        bad_words_ids, forced_bos/eos_token_id) and `streamer`; `generation_config` may be
+        transformers' own."""
         generation_config, kwargs, flags = prepare(generation_config, kwargs)
-        sequences = generate(self, input_ids, attention_mask, generation_config, **kwargs)
         if not flags["return_dict_in_generate"]:
-            return sequences
+            return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+        record = BeamRecord()
+        sequences = generate(self, input_ids, attention_mask, generation_config, record=record, **kwargs)
         kwargs.pop("generator", None)
+        kwargs.pop("streamer", None)
         plan = resolve(_base_config(self, generation_config), kwargs, self.config.decoder.max_positions)
-        return generate_output(self, input_ids, attention_mask, sequences, plan, flags["output_scores"])
+        return generate_output(self, input_ids, attention_mask, sequences, plan, flags["output_scores"], record)
+
+    def compute_transition_scores(self, sequences: Tensor, scores: tuple[Tensor, ...], beam_indices: Tensor | None = None,
+                                  normalize_logits: bool = False) -> Tensor:
+        """transformers' per-token scores of generate()'s output (encdec.generation_extras)."""
+        return transition_scores(sequences, scores, beam_indices, normalize_logits)
 
     # ------------------------------------------------------------------ Hugging Face checkpoints
 

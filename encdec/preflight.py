@@ -257,16 +257,29 @@ def find_bad_json_line(paths: list[str]) -> None:
 # ---------------------------------------------------------------------- devices and recipes
 
 
-def check_device(device: str | None, key: str) -> None:
-    """A CUDA device must exist in this PyTorch: a CPU-only wheel has none (imports torch)."""
-    name = str(device or "").lower()
+def device_name(device: Any) -> Any:
+    """transformers pipelines' device numbers as torch names: 0, 1, ... (or "0") are CUDA devices,
+    -1 the CPU; anything else is passed on."""
+    if (isinstance(device, int) and not isinstance(device, bool)) or (isinstance(device, str) and device.lstrip("-").isdigit()):
+        return "cpu" if int(device) < 0 else f"cuda:{int(device)}"
+    return device
+
+
+def check_device(device: Any, key: str) -> Any:
+    """The torch name of `device` (see device_name); a CUDA device must exist in this PyTorch: a
+    CPU-only wheel has none (imports torch)."""
+    resolved = device_name(device)
+    name = str(resolved or "").lower()
     if not (name.startswith("cuda") or name == "gpu"):
-        return
+        return resolved
     import torch
 
     if not torch.cuda.is_available():
         why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "PyTorch sees no CUDA GPU"
-        raise UsageError(f"{key}={device}: {why}; use cpu, or a CUDA build of torch on a machine with a GPU.")
+        meant = f" (CUDA device {resolved})" if resolved != device else ""
+        raise UsageError(f"{key}={device}{meant}: {why}; use cpu (or -1), or a CUDA build of torch on a machine "
+                         "with a GPU.")
+    return resolved
 
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "conf" / "experiment" / "quickstart.yaml"

@@ -40,13 +40,13 @@ class Summarizer:
         model: EncoderDecoderModel,
         encoder_tokenizer: Tokenizer,
         decoder_tokenizer: Tokenizer | None = None,
-        device: str | torch.device | None = None,
+        device: str | int | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 8,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        check_device(device, "device")
+        device = check_device(device, "device")  # also transformers' 0 / -1
         if device is not None or dtype is not None:
             model = model.to(device=device, dtype=parse_dtype(dtype))
         self.model = model.eval()

@@ -339,6 +339,28 @@ def test_cuda_on_a_cpu_only_torch_is_one_line(model_dir):  # noqa: F811
     assert "--device=cuda" in line and "use cpu" in line
 
 
+def test_pipeline_device_numbers(model_dir):  # noqa: F811
+    """transformers pipelines' device=-1 is the CPU (the same summaries as device="cpu"); device=0
+    is CUDA device 0, refused in one line by a CPU-only torch."""
+    import torch
+
+    from encdec import Summarizer
+
+    text = ["w5 w6 w7 w8 w9"]
+    on_cpu = Summarizer.from_pretrained(model_dir, device="cpu")
+    minus_one = Summarizer.from_pretrained(model_dir, device=-1)
+    assert minus_one.device == torch.device("cpu") and minus_one(text, max_length=6) == on_cpu(text, max_length=6)
+    done = cli("--model", str(model_dir), "--device", "-1", "--max-length", "6", stdin=b"w5 w6 w7 w8 w9\n")
+    assert done.returncode == 0 and done.stdout.strip() == on_cpu(text, max_length=6)[0]
+    if torch.cuda.is_available():
+        assert Summarizer.from_pretrained(model_dir, device=0).device == torch.device("cuda:0")
+        return
+    with pytest.raises(UsageError, match=r"device=0 \(CUDA device cuda:0\): this PyTorch"):
+        Summarizer.from_pretrained(model_dir, device=0)
+    line = error_line(cli("--model", str(model_dir), "--device", "0", stdin=b"w5 w6\n"), "encdec")
+    assert "--device=0 (CUDA device cuda:0)" in line and "use cpu" in line
+
+
 def test_a_failed_evaluation_leaves_no_empty_output_folder(tmp_path):
     done = script("evaluate.py", "baseline=lead3", "data=local", "data.source.files.test=missing.jsonl", cwd=tmp_path)
     assert "data.source.files.test: missing.jsonl does not exist" in error_line(done, "evaluate.py")
