@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("devices", 1) > 1 and rank_and_world()[1] == 1:
         return launch(cfg, evaluate)  # each rank runs evaluate(cfg); rank 0's metrics come back
     from encdec.evaluation import PredictionStore, predict, read_examples, report, score, write_plots
-    from encdec.run_records import write_json
+    from encdec.run_records import wandb_run, write_json
 
     data = hydra.utils.instantiate(cfg.data.source)
     examples = read_examples(
@@ -63,8 +63,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     print(report(scores, identity["data"]))
     print(f"predictions: {store.path}\nmetrics: {Path(cfg.output_dir) / 'metrics.json'}")
-    if cfg.get("plots"):
-        print(f"plots: {write_plots(examples, predictions, pairs, Path(cfg.output_dir))}")
+    with wandb_run(cfg.get("wandb", False), Path(cfg.output_dir), "evaluate", identity) as run:
+        if run is not None:
+            run.summary.update({f"{cfg.split}/{name}": value["fmeasure"]["mid"] for name, value in scores.items()})
+        if cfg.get("plots"):
+            print(f"plots: {write_plots(examples, predictions, pairs, Path(cfg.output_dir))}")
     return metrics
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,25 @@ def wandb_mode(requested: str | None = None) -> str:
     if requested:
         return requested
     return "online" if _wandb_credentials() else "offline"
+
+
+@contextmanager
+def wandb_run(enabled: bool, folder: Path, job_type: str, config: dict[str, Any]) -> Iterator[Any]:
+    """A wandb run for a job without a Lightning logger (evaluate.py), offline without credentials;
+    None when not enabled. Plots saved while it is open are logged to it (encdec.plots.save)."""
+    if not enabled:
+        yield None
+        return
+    import wandb
+
+    mode = wandb_mode()
+    run = wandb.init(project="encdec", job_type=job_type, dir=str(folder), mode=mode, config=config)
+    try:
+        yield run
+    finally:
+        run.finish()
+    if mode == "offline":
+        logger.info("wandb: offline run under %s (upload later: wandb sync)", folder / "wandb")
 
 
 def wandb_logger(save_dir: str, project: str = "encdec", mode: str | None = None, **kwargs: Any) -> Any:

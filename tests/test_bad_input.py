@@ -290,6 +290,9 @@ def test_known_noise_is_gone_and_the_run_summary_is_printed_last(tmp_path, cache
     assert out.count("Seed set to 42") == 1
     tail = out.rstrip().splitlines()
     assert tail[-1] == "=" * 72 and any("wandb sync" in line for line in tail[-6:])
+    # the validation curve (plots: true) is logged to the wandb run too, as the same PNG
+    (logged,) = (tmp_path / "run").glob("wandb/offline-run-*/files/media/images/plots/validation_rouge_*.png")
+    assert logged.read_bytes() == (tmp_path / "run" / "validation_rouge.png").read_bytes()
 
 
 def test_summarize_shows_progress_on_stderr_for_more_than_one_batch(model_dir):  # noqa: F811

@@ -83,3 +83,40 @@ def test_missing_matplotlib_is_one_line_before_any_work(tmp_path, monkeypatch):
         evaluate_script.evaluate(evaluate_config(tmp_path, "baseline=lead3", "limit=4", "plots=true"))
     assert not (tmp_path / "out" / "predictions.jsonl").exists()
     assert plots.write_training_curve([{"step": 0, "val/rouge1": 1.0}], tmp_path) is None  # training goes on
+
+
+def offline_runs(folder: Path) -> list[Path]:
+    return sorted((folder / "wandb").glob("offline-run-*"))
+
+
+def test_evaluate_logs_scores_and_plots_to_wandb(tmp_path, monkeypatch):
+    """wandb=true: an offline run (no credentials here) holding the ROUGE mids of metrics.json and
+    plots.png; without it no wandb run is started."""
+    import wandb
+
+    monkeypatch.setenv("ENCDEC_CACHE", str(tmp_path / "cache"))
+    summaries = []
+    real_init = wandb.init
+
+    def init(**kwargs):
+        run = real_init(**kwargs)
+        real_finish = run.finish
+
+        def finish(*args, **kw):
+            summaries.append({key: run.summary[key] for key in run.summary.keys() if key.startswith("test/")})
+            return real_finish(*args, **kw)
+
+        run.finish = finish
+        return run
+
+    monkeypatch.setattr(wandb, "init", init)
+    overrides = ("baseline=lead3", "limit=8", "plots=true", "bootstrap_samples=10")
+    evaluate_script.evaluate(evaluate_config(tmp_path, *overrides, "wandb=true"))
+    out = tmp_path / "out"
+    (run,) = offline_runs(out)
+    (image,) = (run / "files" / "media" / "images" / "plots").glob("plots_*.png")
+    assert image.read_bytes() == (out / "plots.png").read_bytes()
+    rouge = json.loads((out / "metrics.json").read_text())["rouge"]
+    assert summaries == [{f"test/{name}": value["fmeasure"]["mid"] for name, value in rouge.items()}]
+    evaluate_script.evaluate(evaluate_config(tmp_path / "plain", *overrides))
+    assert not offline_runs(tmp_path / "plain" / "out") and len(summaries) == 1
