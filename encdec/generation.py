@@ -221,6 +221,10 @@ def generate(
     EOS as transformers pads them. Runs in eval mode without gradients: never with dropout.
     `streamer` (transformers' streamer protocol: put(ids), end()) gets the start tokens, then each
     step's token per row (the pad id once a row has ended); `record` collects beam search's scores."""
+    for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"generate() takes {name} as a tensor, got {type(value).__name__}: tokenize with "
+                            "padding=True, return_tensors='pt' (the tokenizer returns lists by default, as transformers').")
     plan = resolve(_base_config(model, generation_config), kwargs, decoder_positions(model.config.decoder))
     if streamer is not None and plan.num_beams > 1:
         raise ValueError("streamer works with greedy search and sampling, not beam search: set num_beams=1.")

@@ -218,3 +218,12 @@ def test_ngram_ban_matches_a_plain_loop(n):
             if tuple(row[i:i + n - 1]) == prefix:
                 expected.add((r, row[i + n - 1]))
     assert got == expected
+
+
+def test_lists_from_the_tokenizer_are_refused_with_the_fix(pair):
+    """The tokenizer returns lists by default (transformers' default); generate says how to get tensors."""
+    _, ours, batch, _ = pair
+    with pytest.raises(TypeError, match=r"input_ids as a tensor, got list: tokenize with padding=True, return_tensors='pt'"):
+        ours.generate(batch["input_ids"].tolist())
+    with pytest.raises(TypeError, match="attention_mask as a tensor, got list"):
+        ours.generate(batch["input_ids"], attention_mask=batch["attention_mask"].tolist())
