@@ -33,7 +33,7 @@ def summarizer_for(cfg: DictConfig):
     overrides = generation_overrides(cfg)
     settings = {**summarizer.model.generation_config.to_dict(), **overrides}
     return (lambda batch: summarizer([e.article for e in batch], **overrides)), {
-        "model": str(cfg.model_path), "generation": settings,
+        "model": str(cfg.model_path), "dtype": cfg.dtype, "generation": settings,
     }
 
 

@@ -19,9 +19,11 @@ MODES = {
     "beam4": dict(num_beams=4, min_length=56, max_length=142, length_penalty=2.0, no_repeat_ngram_size=3,
                   early_stopping=True),
 }
-# (library, mode, extra generate kwargs): encdec greedy with and without copy-speculation.
+# (library, mode, extra generate kwargs): encdec greedy with and without copy-speculation; "dtype":
+# "int8" loads encdec's opt-in int8 serving model instead (not exact: its ROUGE is reported).
 RUNS = [("encdec", "greedy", {}), ("encdec", "greedy", {"speculative": False}), ("transformers", "greedy", {}),
-        ("encdec", "beam4", {}), ("transformers", "beam4", {})]
+        ("encdec", "beam4", {}), ("transformers", "beam4", {}),
+        ("encdec", "greedy", {"dtype": "int8"}), ("encdec", "beam4", {"dtype": "int8"})]
 
 
 def trained_model(folder: str | None) -> str:
@@ -44,7 +46,8 @@ def batches(folder: str, docs: int) -> list[dict[str, torch.Tensor]]:
 
     tokenizer = load_tokenizer(folder)
     articles = [r["article"] for r in make_sample_dataset()["test"][:docs]]
-    ids = sorted(tokenizer(articles, truncation=True, max_length=512)["input_ids"], key=len)
+    encoded = tokenizer(articles, truncation=True, max_length=512)["input_ids"]
+    ids = [encoded[i] for i in batch_order(folder, docs)]
     out = []
     for start in range(0, len(ids), BATCH):
         group = ids[start:start + BATCH]
@@ -55,6 +58,32 @@ def batches(folder: str, docs: int) -> list[dict[str, torch.Tensor]]:
             input_ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
         out.append(dict(input_ids=input_ids, attention_mask=mask))
     return out
+
+
+def batch_order(folder: str, docs: int) -> list[int]:
+    """The test articles' indices in the order the batches hold them (shortest first)."""
+    from encdec import load_tokenizer
+    from encdec.sample_data import make_sample_dataset
+
+    articles = [r["article"] for r in make_sample_dataset()["test"][:docs]]
+    lengths = [len(ids) for ids in load_tokenizer(folder)(articles, truncation=True, max_length=512)["input_ids"]]
+    return sorted(range(len(articles)), key=lengths.__getitem__)
+
+
+def rouge_of(folder: str, docs: int, outputs: list[list[int]]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 (x100, rouge-score with stemming) of decoded outputs (batch order)
+    against the articles' reference highlights."""
+    from rouge_score import rouge_scorer
+
+    from encdec import load_tokenizer
+    from encdec.sample_data import make_sample_dataset
+
+    tokenizer, test = load_tokenizer(folder), make_sample_dataset()["test"]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    pairs = [(test[i]["highlights"], tokenizer.decode(out, skip_special_tokens=True))
+             for i, out in zip(batch_order(folder, docs), outputs)]
+    scores = [scorer.score(ref, pred) for ref, pred in pairs]
+    return {k: 100 * sum(s[k].fmeasure for s in scores) / len(scores) for k in ("rouge1", "rouge2", "rougeL")}
 
 
 class Clock:
@@ -98,6 +127,10 @@ def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads:
     torch.set_num_threads(threads)
     model = load(library, folder)
     kwargs = dict(MODES[mode], **json.loads(extra))
+    if kwargs.pop("dtype", None) == "int8":
+        from encdec.int8 import quantize_int8
+
+        model = quantize_int8(model)
     work = batches(folder, docs)
     eos = model.config.eos_token_id
     with torch.no_grad():
@@ -152,7 +185,7 @@ def table(results: dict[tuple, dict]) -> str:
     for (library, mode, extra), run in results.items():
         ref = results["transformers", mode, "{}"]
         same = sum(a == b for a, b in zip(run["outputs"], ref["outputs"]))
-        name = library + (" (no speculation)" if "speculative" in extra else "")
+        name = library + (" (no speculation)" if "speculative" in extra else "") + (" int8, not exact" if "int8" in extra else "")
         rows.append([mode, name, f"{run['seconds']:.2f}", f"{run['docs'] / run['seconds']:.2f}",
                      f"{run['tokens'] / run['seconds']:.0f}", f"{ref['seconds'] / run['seconds']:.2f}x",
                      f"{run['cpu_s']:.2f} ({ref['cpu_s'] / run['cpu_s']:.2f}x)",
@@ -165,7 +198,22 @@ def table(results: dict[tuple, dict]) -> str:
     return text
 
 
+def int8_rouge(results: dict[tuple, dict], folder: str, docs: int) -> str:
+    """ROUGE F1 against the references of encdec fp32 and int8, per mode: what int8 costs."""
+    lines = []
+    for mode in MODES:
+        fp32, int8 = results.get(("encdec", mode, "{}")), results.get(("encdec", mode, '{"dtype": "int8"}'))
+        if fp32 and int8:
+            a, b = rouge_of(folder, docs, fp32["outputs"]), rouge_of(folder, docs, int8["outputs"])
+            lines.append(f"{mode}: ROUGE-1/2/L fp32 {a['rouge1']:.2f}/{a['rouge2']:.2f}/{a['rougeL']:.2f}, "
+                         f"int8 {b['rouge1']:.2f}/{b['rouge2']:.2f}/{b['rougeL']:.2f}; "
+                         f"{sum(x != y for x, y in zip(fp32['outputs'], int8['outputs']))} of {fp32['docs']} summaries differ")
+    return "\n".join(lines)
+
+
 def main(model: str | None, docs: int, threads: int, repeats: int) -> None:
     folder = trained_model(model)
-    print(table(run_all(folder, docs, threads, repeats)))
+    results = run_all(folder, docs, threads, repeats)
+    print(table(results))
+    print("\n" + int8_rouge(results, folder, docs))
 

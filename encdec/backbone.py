@@ -176,7 +176,8 @@ class Backbone(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         features, weight, bias = self.projection(hidden)
-        return nn.functional.linear(features, weight, bias)
+        int8 = getattr(self.head, "int8", None)  # set by encdec.int8 for dtype="int8" serving
+        return int8(features) if int8 is not None else nn.functional.linear(features, weight, bias)
 
     def projection(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """(features, weight, bias) with logits = features @ weight^T + bias, for fused losses."""

@@ -379,6 +379,8 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json and model.safetensors in transformers' EncoderDecoderModel layout."""
+        if getattr(self, "int8", False):
+            raise ValueError("This is an int8 serving copy (dtype=int8); save the floating-point model instead.")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         hf = to_hf(self.state_dict(), self.hf_rules())

@@ -127,6 +127,10 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     if cfg.baseline is not None and cfg.baseline not in ("lead3", "reference"):
         raise UsageError(f"baseline={cfg.baseline!r}: use lead3, reference, or null to evaluate model_path.")
     check_device(cfg.get("device"), "device")
+    if cfg.dtype not in (*DTYPE_NAMES, "int8"):
+        raise UsageError(f"dtype={cfg.dtype}: use float32, bfloat16, float16, or int8 (CPU serving, not exact).")
+    if cfg.dtype == "int8" and str(device_name(cfg.get("device"))).startswith("cuda"):
+        raise UsageError("dtype=int8 is dynamic quantisation for the CPU: use device=cpu, or dtype=bfloat16 on a GPU.")
     if cfg.get("plots"):
         from encdec.plots import pyplot
 
@@ -255,6 +259,11 @@ def find_bad_json_line(paths: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- devices and recipes
+
+
+# dtype names the serving paths take (torch dtypes of encdec.summarize.DTYPES); "int8" is encdec.int8.
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16"}
 
 
 def device_name(device: Any) -> Any:

@@ -17,18 +17,18 @@ import torch
 
 from encdec.hub import resolve_model_dir
 from encdec.model import EncoderDecoderModel
-from encdec.preflight import check_device
+from encdec.int8 import quantize_int8
+from encdec.preflight import DTYPE_NAMES, check_device
 from encdec.tokenizer import Tokenizer, load_tokenizer
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}, or int8 (CPU serving, not exact).")
     return DTYPES[dtype]
 
 
@@ -47,7 +47,9 @@ class Summarizer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         device = check_device(device, "device")  # also transformers' 0 / -1
-        if device is not None or dtype is not None:
+        if dtype == "int8":  # opt-in CPU serving: not exact (encdec.int8)
+            model = quantize_int8(model if device is None else model.to(device))
+        elif device is not None or dtype is not None:
             model = model.to(device=device, dtype=parse_dtype(dtype))
         self.model = model.eval()
         self.encoder_tokenizer = encoder_tokenizer

@@ -1,0 +1,41 @@
+"""`dtype="int8"`: dynamic int8 quantisation of every linear layer and of the vocabulary projection,
+for CPU serving only (Summarizer, `encdec summarize --dtype int8`, `evaluate.py dtype=int8`).
+
+Opt-in and clearly not exact: weights are stored as int8 (one scale per tensor), activations are
+quantised per call, so summaries differ from fp32 ones (docs/benchmarks.md reports the ROUGE change
+on the benchmark set). It uses PyTorch's `torch.ao` dynamic quantisation, which PyTorch has marked
+deprecated; training and export always stay in floating point.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def quantize_int8(model: Any) -> Any:
+    """The model (on the CPU, in eval mode) with int8 linear layers and an int8 vocabulary
+    projection; it is a serving copy: saving it is refused."""
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("dtype=int8 is dynamic quantisation for the CPU; on a GPU use bfloat16 or float16.")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
+        torch.ao.quantization.quantize_dynamic(model.float().eval(), {nn.Linear}, dtype=torch.qint8, inplace=True)
+        for backbone in (model.encoder, model.decoder):
+            if getattr(backbone, "head", None) is not None:
+                backbone.head.int8 = _projection(backbone)
+    model.int8 = True
+    return model
+
+
+def _projection(backbone: nn.Module) -> nn.Module:
+    """The LM head's vocabulary projection (tied word embeddings or its own matrix) as an int8 layer."""
+    weight, bias = backbone.output_embeddings().detach(), backbone.head.bias
+    layer = torch.ao.nn.quantized.dynamic.Linear(weight.shape[1], weight.shape[0], bias_=bias is not None)
+    scale = max(float(weight.abs().max()), 1e-8) / 127
+    layer.set_weight_bias(torch.quantize_per_tensor(weight, scale, 0, torch.qint8),
+                          None if bias is None else bias.detach())
+    return layer
