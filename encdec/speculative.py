@@ -17,7 +17,7 @@ from torch import Tensor
 
 from encdec.logits_processors import apply, build_processors
 from encdec.decoding_state import Decoding
-from encdec.greedy_search import pad_id
+from encdec.greedy_search import best, pad_id
 
 DRAFT = 1  # tokens drafted per row and pass: best on benchmarks/generate.py (docs/benchmarks.md)
 MATCH = 3  # longest suffix looked up in the source
@@ -143,14 +143,14 @@ def _greedy(processors, seqs: Tensor, lengths: Tensor, tokens: Tensor, logits: T
     the row's tokens so far plus the draft tokens before it."""
     n, t, vocab = logits.shape
     if not processors:
-        return logits.argmax(dim=-1)
+        return best(logits)
     width = int(lengths.max()) + t - 1
     grown = seqs[:, :width].clone()
     grown.scatter_(1, lengths[:, None] + torch.arange(t - 1, device=seqs.device), tokens[:, 1:])  # the drafts
     flat = grown.repeat_interleave(t, dim=0)
     flat_lengths = (lengths[:, None] + torch.arange(t, device=seqs.device)).reshape(-1)
     scores = apply(processors, flat, logits.reshape(n * t, vocab), lengths=flat_lengths)
-    return scores.argmax(dim=-1).view(n, t)
+    return best(scores).view(n, t)
 
 
 def _accepted(chosen: Tensor, tokens: Tensor, count: Tensor, eos: Tensor, room: Tensor) -> Tensor:

@@ -227,3 +227,14 @@ def test_lists_from_the_tokenizer_are_refused_with_the_fix(pair):
         ours.generate(batch["input_ids"].tolist())
     with pytest.raises(TypeError, match="attention_mask as a tensor, got list"):
         ours.generate(batch["input_ids"], attention_mask=batch["attention_mask"].tolist())
+
+
+def test_greedy_pick_breaks_ties_like_argmax():
+    """A tie picks the first id, as transformers' argmax does (outputs stay token-identical)."""
+    from encdec.greedy_search import best
+
+    scores = torch.zeros(3, 40000)
+    scores[0, [7, 30001]] = 2.0
+    scores[1, [39999, 5]] = 1.0
+    scores[2] = -1.0
+    assert best(scores).tolist() == scores.argmax(dim=-1).tolist() == [7, 5, 0]
