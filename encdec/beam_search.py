@@ -6,13 +6,14 @@ that end (EOS, or the length limit) are finished hypotheses scored sum_logprobs 
 length_penalty, length counting generated tokens with the EOS. A source is done when
 `early_stopping=True`: num_beams hypotheses are finished; otherwise when no running beam can beat
 the worst finished one, estimated at the current length (False) or at max_length ("never", for a
-positive length_penalty). Done sources leave the batch, unless a `BeamRecord` asks for
+positive length_penalty). Done sources leave the batch, unless a `SearchRecord` asks for
 transformers' per-step scores: those have a row for every source at every step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,7 +36,7 @@ class Beams:
     done_flags: Tensor  # (b, K) whether that slot holds a real hypothesis
     done_lengths: Tensor  # (b, K) generated tokens of each finished hypothesis
     improvable: Tensor  # (b, 1) a running beam may still beat a finished one
-    paths: Tensor | None = None  # (b, K, L - 1) with a BeamRecord: each token's parent row, -1 unset
+    paths: Tensor | None = None  # (b, K, L - 1) with a SearchRecord: each token's parent row, -1 unset
     done_paths: Tensor | None = None
 
     @classmethod
@@ -62,18 +63,20 @@ class Beams:
 
 
 @dataclass
-class BeamRecord:
-    """What transformers' beam search returns besides sequences (return_dict_in_generate): each
-    step's processed log-probs (rows for every source and beam), each returned hypothesis's score,
-    and the row (source * num_beams + beam) each of its tokens came from, -1 after its end."""
+class SearchRecord:
+    """What generate() reports besides sequences (return_dict_in_generate): the settings the search
+    ran with and, from beam search, each step's processed log-probs (rows for every source and beam),
+    each returned hypothesis's score, and the row (source * num_beams + beam) each of its tokens came
+    from, -1 after its end."""
 
+    plan: Any = None
     scores: list[Tensor] = field(default_factory=list)
     sequences_scores: Tensor | None = None
     beam_indices: Tensor | None = None
 
 
 def beam_search(decoding: Decoding, plan, generator: torch.Generator | None = None,
-                record: BeamRecord | None = None) -> Tensor:
+                record: SearchRecord | None = None) -> Tensor:
     """(B * num_return_sequences, L) ids: each source's best hypotheses, best first."""
     device = decoding.caches[0].k.device
     beams = Beams.start(decoding.sources, plan, _fill_value(plan), device, paths=record is not None)
@@ -200,7 +203,7 @@ def _retire(beams: Beams, which: Tensor, results: Beams) -> None:
             getattr(results, name)[rows] = getattr(beams, name)[which]
 
 
-def _output(results: Beams, plan, record: BeamRecord | None) -> Tensor:
+def _output(results: Beams, plan, record: SearchRecord | None) -> Tensor:
     """The num_return_sequences best of each source, cut to the longest one returned."""
     n = plan.num_return_sequences
     longest = int(results.done_lengths[:, :n].max())

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import BinaryIO, Iterator
-
+from typing import BinaryIO
 
 
 def _switch(text: str) -> bool | str:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from encdec.beam_search import BeamRecord, beam_search
+from encdec.beam_search import SearchRecord, beam_search
 from encdec.config import EncoderDecoderConfig
 from encdec.decoding_state import Decoding
 from encdec.greedy_search import greedy_search
@@ -214,18 +214,21 @@ def generate(
     generation_config: GenerationConfig | None = None,
     generator: torch.Generator | None = None,
     streamer: Any = None,
-    record: BeamRecord | None = None,
+    record: SearchRecord | None = None,
     **kwargs: Any,
 ) -> Tensor:
     """Token ids (B * num_return_sequences, L) starting with the decoder start token, padded after
     EOS as transformers pads them. Runs in eval mode without gradients: never with dropout.
     `streamer` (transformers' streamer protocol: put(ids), end()) gets the start tokens, then each
-    step's token per row (the pad id once a row has ended); `record` collects beam search's scores."""
+    step's token per row (the pad id once a row has ended); `record` gets the resolved settings and
+    beam search's scores."""
     for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask)):
         if value is not None and not isinstance(value, Tensor):
             raise TypeError(f"generate() takes {name} as a tensor, got {type(value).__name__}: tokenize with "
                             "padding=True, return_tensors='pt' (the tokenizer returns lists by default, as transformers').")
     plan = resolve(_base_config(model, generation_config), kwargs, decoder_positions(model.config.decoder))
+    if record is not None:
+        record.plan = plan
     if streamer is not None and plan.num_beams > 1:
         raise ValueError("streamer works with greedy search and sampling, not beam search: set num_beams=1.")
     if attention_mask is None:

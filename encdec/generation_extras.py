@@ -4,7 +4,7 @@
 
 Greedy search's scores are recomputed after the search by one teacher-forced pass over the returned
 sequences, with the same score rules the search applied at each step: its loop stays free of
-bookkeeping. Beam search's come from the search (`beam_search.BeamRecord`): its per-step scores
+bookkeeping. Beam search's come from the search (`beam_search.SearchRecord`): its per-step scores
 hold rows of beams that no returned sequence keeps.
 """
 
@@ -99,10 +99,11 @@ def force_at(length: int, tokens: list[int], seqs: Tensor, scores: Tensor) -> Te
 
 
 def generate_output(model: Any, input_ids: Tensor, attention_mask: Tensor | None, sequences: Tensor,
-                    plan: Any, output_scores: bool, record: Any) -> GenerateOutput:
+                    output_scores: bool, record: Any) -> GenerateOutput:
     """sequences; beam search's beam_indices, and with output_scores its sequences_scores and
     per-step scores, from the search's `record`; with output_scores, greedy search's per-step
     processed scores (N, V), recomputed here."""
+    plan = record.plan
     if plan.num_beams > 1:
         return GenerateOutput(sequences=sequences, beam_indices=record.beam_indices,
                               sequences_scores=record.sequences_scores if output_scores else None,

@@ -17,10 +17,8 @@ from encdec.checkpoints import (
     normalize_keys, prefixed, read_state_dict, report_warm_start, to_hf, untied, write_safetensors,
 )
 from encdec.config import EncoderDecoderConfig
-from encdec.generation import (
-    GENERATION_CONFIG_NAME, GenerationConfig, _base_config, current_generation_config, generate, resolve,
-)
-from encdec.beam_search import BeamRecord
+from encdec.beam_search import SearchRecord
+from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig, current_generation_config, generate
 from encdec.generation_extras import GenerateOutput, generate_output, prepare, transition_scores
 from encdec.hub import resolve_model_dir
 from encdec.loss import linear_cross_entropy
@@ -282,12 +280,9 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         generation_config, kwargs, flags = prepare(generation_config, kwargs)
         if not flags["return_dict_in_generate"]:
             return generate(self, input_ids, attention_mask, generation_config, **kwargs)
-        record = BeamRecord()
+        record = SearchRecord()
         sequences = generate(self, input_ids, attention_mask, generation_config, record=record, **kwargs)
-        kwargs.pop("generator", None)
-        kwargs.pop("streamer", None)
-        plan = resolve(_base_config(self, generation_config), kwargs, self.config.decoder.max_positions)
-        return generate_output(self, input_ids, attention_mask, sequences, plan, flags["output_scores"], record)
+        return generate_output(self, input_ids, attention_mask, sequences, flags["output_scores"], record)
 
     def compute_transition_scores(self, sequences: Tensor, scores: tuple[Tensor, ...], beam_indices: Tensor | None = None,
                                   normalize_logits: bool = False) -> Tensor:
