@@ -22,11 +22,11 @@ def generation_overrides(cfg: DictConfig) -> dict[str, Any]:
 
 def summarizer_for(cfg: DictConfig):
     """A batch -> summaries function, and the settings that identify it in run.json."""
-    from encdec.evaluation import baseline, load_summarizer
+    from encdec.evaluation.evaluate import baseline, load_summarizer
 
     if cfg.baseline is not None:
         return baseline(cfg.baseline), {"baseline": cfg.baseline}
-    from encdec.distributed_eval import device_of_rank, rank_and_world
+    from encdec.evaluation.distributed import device_of_rank, rank_and_world
 
     device = device_of_rank(cfg.device, *rank_and_world())
     summarizer = load_summarizer(cfg.model_path, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size)
@@ -38,15 +38,15 @@ def summarizer_for(cfg: DictConfig):
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    from encdec.preflight import check_evaluate_config
+    from encdec.apps.preflight import check_evaluate_config
 
     check_evaluate_config(cfg)
-    from encdec.distributed_eval import launch, rank_and_world
+    from encdec.evaluation.distributed import launch, rank_and_world
 
     if cfg.get("devices", 1) > 1 and rank_and_world()[1] == 1:
         return launch(cfg, evaluate)  # each rank runs evaluate(cfg); rank 0's metrics come back
-    from encdec.evaluation import PredictionStore, predict, read_examples, report, score, write_plots
-    from encdec.run_records import wandb_run, write_json
+    from encdec.evaluation.evaluate import PredictionStore, predict, read_examples, report, score, write_plots
+    from encdec.training.run_records import wandb_run, write_json
 
     data = hydra.utils.instantiate(cfg.data.source)
     examples = read_examples(
@@ -73,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    from encdec.entry import quiet_known_noise, run_entry
+    from encdec.apps.entry import quiet_known_noise, run_entry
 
     quiet_known_noise()
     metrics = run_entry("evaluate.py", lambda: evaluate(cfg), run_dir=hydra_output_dir(), debug=cfg.get("debug", False))
@@ -88,6 +88,6 @@ def hydra_output_dir() -> str:
 
 
 if __name__ == "__main__":
-    from encdec.entry import run_hydra_main
+    from encdec.apps.entry import run_hydra_main
 
     run_hydra_main(main)

@@ -24,8 +24,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from encdec.callbacks import progress_bar
-    from encdec.run_records import AtomicCheckpointIO
+    from encdec.training.callbacks import progress_bar
+    from encdec.training.run_records import AtomicCheckpointIO
 
     parts = instantiate(cfg.model)
     datamodule = instantiate(
@@ -47,14 +47,14 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     """Checks that need no torch, then the ones that do; stale temporary files of killed runs go."""
     from hydra.core.hydra_config import HydraConfig
 
-    from encdec.preflight import check_train_config, quickstart_notice
+    from encdec.apps.preflight import check_train_config, quickstart_notice
 
     check_train_config(cfg)
     choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
     if notice := quickstart_notice(cfg, choices):
         log.warning(notice)
-    from encdec.preflight import check_device
-    from encdec.run_records import remove_stale_temporaries
+    from encdec.apps.preflight import check_device
+    from encdec.training.run_records import remove_stale_temporaries
 
     check_device(cfg.trainer.get("accelerator"), "trainer.accelerator")
     for folder in {run_dir / "checkpoints", *([Path(cfg.ckpt_path).parent] if cfg.get("ckpt_path") else [])}:
@@ -68,9 +68,9 @@ def train(cfg: DictConfig) -> float | None:
     import lightning as L
     import torch
 
-    from encdec.entry import log_lightning_once
-    from encdec.parts import export_best
-    from encdec.run_records import finish_run, start_run
+    from encdec.apps.entry import log_lightning_once
+    from encdec.serving.parts import export_best
+    from encdec.training.run_records import finish_run, start_run
 
     log_lightning_once()
     if cfg.get("torch_threads"):
@@ -87,13 +87,13 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from encdec.entry import quiet_known_noise, run_entry
+    from encdec.apps.entry import quiet_known_noise, run_entry
 
     quiet_known_noise()
     return run_entry("train.py", lambda: train(cfg), run_dir=cfg.run_dir, debug=cfg.get("debug", False))
 
 
 if __name__ == "__main__":
-    from encdec.entry import run_hydra_main
+    from encdec.apps.entry import run_hydra_main
 
     run_hydra_main(main)

@@ -42,7 +42,7 @@ def batches(folder: str, docs: int) -> list[dict[str, torch.Tensor]]:
     """The first `docs` test articles, tokenized (512 tokens at most), sorted by length, in
     batches of 16 padded to their longest."""
     from encdec import load_tokenizer
-    from encdec.sample_data import make_sample_dataset
+    from encdec.data.sample_data import make_sample_dataset
 
     tokenizer = load_tokenizer(folder)
     articles = [r["article"] for r in make_sample_dataset()["test"][:docs]]
@@ -63,7 +63,7 @@ def batches(folder: str, docs: int) -> list[dict[str, torch.Tensor]]:
 def batch_order(folder: str, docs: int) -> list[int]:
     """The test articles' indices in the order the batches hold them (shortest first)."""
     from encdec import load_tokenizer
-    from encdec.sample_data import make_sample_dataset
+    from encdec.data.sample_data import make_sample_dataset
 
     articles = [r["article"] for r in make_sample_dataset()["test"][:docs]]
     lengths = [len(ids) for ids in load_tokenizer(folder)(articles, truncation=True, max_length=512)["input_ids"]]
@@ -76,7 +76,7 @@ def rouge_of(folder: str, docs: int, outputs: list[list[int]]) -> dict[str, floa
     from rouge_score import rouge_scorer
 
     from encdec import load_tokenizer
-    from encdec.sample_data import make_sample_dataset
+    from encdec.data.sample_data import make_sample_dataset
 
     tokenizer, test = load_tokenizer(folder), make_sample_dataset()["test"]
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
@@ -106,7 +106,7 @@ def clocks(library: str, model) -> dict[str, Clock]:
     """Encoder and decoder-step clocks: encdec's `encode` and `Decoding.step` / verification
     pass; transformers' encoder and decoder (its LM head included) forwards."""
     if library == "encdec":
-        from encdec import decoding_state, speculative
+        from encdec.generation import speculative, state as decoding_state
 
         return {"encoder": Clock(model, "encode"), "decoder": Clock(decoding_state.Decoding, "step"),
                 "verify": Clock(speculative.Ragged, "verify")}
@@ -128,7 +128,7 @@ def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads:
     model = load(library, folder)
     kwargs = dict(MODES[mode], **json.loads(extra))
     if kwargs.pop("dtype", None) == "int8":
-        from encdec.int8 import quantize_int8
+        from encdec.serving.int8 import quantize_int8
 
         model = quantize_int8(model)
     work = batches(folder, docs)

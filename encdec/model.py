@@ -11,21 +11,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encdec.backbone import Backbone
-from encdec.checkpoints import (
-    Rule, _linear, backbone_rules, canonical_single_model_keys, check_complete, from_hf, load_checked,
+from encdec.nn.backbone import Backbone
+from encdec.checkpoints.keymaps import (
+    Rule, linear_rule, backbone_rules, canonical_single_model_keys, check_complete, from_hf, load_checked,
     normalize_keys, prefixed, read_state_dict, report_warm_start, to_hf, untied, write_safetensors,
 )
-from encdec.config import EncoderDecoderConfig
-from encdec.beam_search import SearchRecord
-from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig, current_generation_config, generate
-from encdec.generation_extras import GenerateOutput, generate_output, prepare, transition_scores
-from encdec.hub import resolve_model_dir
-from encdec.loss import linear_cross_entropy
-from encdec.model_api import TransformersAPI, cache_argument, _read_backbone_config, _split_kwargs, hidden_of, apply_load_options, compose, explicit_forward, split_load_options, wants_explicit
-from encdec.modules import init_weights, padding_mask
-from encdec.outputs import Seq2SeqLMOutput
-from encdec.packing import PackedMask, Packing
+from encdec.nn.config import EncoderDecoderConfig
+from encdec.generation.beam import SearchRecord
+from encdec.generation.generate import current_generation_config, generate
+from encdec.generation.settings import GENERATION_CONFIG_NAME, GenerationConfig
+from encdec.compat.generate_extras import GenerateOutput, generate_output, prepare, transition_scores
+from encdec.base.hub import resolve_model_dir
+from encdec.nn.loss import linear_cross_entropy
+from encdec.compat.encoder_decoder import (
+    TransformersAPI, compose, explicit_forward, hidden_of, read_backbone_config, split_side_kwargs, wants_explicit,
+)
+from encdec.compat.pretrained import apply_load_options, cache_argument, split_load_options
+from encdec.nn.layers import init_weights, padding_mask
+from encdec.compat.outputs import Seq2SeqLMOutput
+from encdec.nn.packing import PackedMask, Packing
 
 # State-dict names of earlier encdec versions (BertDecoder's `.stack`, GPT2Decoder's wte/wpe) -> now,
 # so Lightning .ckpt files written before the one-backbone refactor still load and resume.
@@ -129,9 +133,9 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         cache: Any = None,
     ) -> Seq2SeqLMOutput | tuple:
         """Logits for every decoder position, and the mean cross-entropy over labels != -100;
-        transformers' arguments and output fields (encdec.outputs). Calls that ask for a cache
+        transformers' arguments and output fields (encdec.compat.outputs). Calls that ask for a cache
         (use_cache / past_key_values), attentions, hidden states or embeddings run the explicit
-        attention path (encdec.explicit); the others SDPA. `label_smoothing` (an encdec extension,
+        attention path (encdec.compat.explicit); the others SDPA. `label_smoothing` (an encdec extension,
         the objective of Seq2SeqTrainer's `label_smoothing_factor`) smooths the loss as
         `F.cross_entropy(label_smoothing=...)` on the SDPA and fast paths.
 
@@ -201,7 +205,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         labels: Tensor,
         label_smoothing: float = 0.0,
     ) -> Seq2SeqLMOutput:
-        """The training fast path on packed tokens (see encdec.packing): the encoder computes only
+        """The training fast path on packed tokens (see encdec.nn.packing): the encoder computes only
         unpadded sources; the decoder only positions that carry a label or serve as a key."""
         encoder_hidden = None if encoder_outputs is None else hidden_of(encoder_outputs)
         grid = input_ids if input_ids is not None else encoder_hidden[..., 0]
@@ -227,7 +231,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
 
     def labelled_loss(self, hidden: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """Mean cross-entropy over labels != -100, projecting only those positions, a chunk of rows
-        at a time, with the logits' gradients taken as each chunk is made (encdec.loss), so no
+        at a time, with the logits' gradients taken as each chunk is made (encdec.nn.loss), so no
         logits are kept for backward."""
         keep = labels != -100
         features, weight, bias = self.decoder.projection(hidden[keep])  # (N, C)
@@ -272,9 +276,9 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         generation_config: Any = None,
         **kwargs: Any,
     ) -> Tensor | GenerateOutput:
-        """Greedy search, sampling or beam search (see encdec.generation); token ids that start
+        """Greedy search, sampling or beam search (see encdec.generation.generate); token ids that start
         with decoder_start_token_id. kwargs are GenerationConfig fields, `generator`, or the
-        transformers options of encdec.generation_extras (return_dict_in_generate, output_scores,
+        transformers options of encdec.compat.generate_extras (return_dict_in_generate, output_scores,
         bad_words_ids, forced_bos/eos_token_id) and `streamer`; `generation_config` may be
         transformers' own."""
         generation_config, kwargs, flags = prepare(generation_config, kwargs)
@@ -286,7 +290,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
 
     def compute_transition_scores(self, sequences: Tensor, scores: tuple[Tensor, ...], beam_indices: Tensor | None = None,
                                   normalize_logits: bool = False) -> Tensor:
-        """transformers' per-token scores of generate()'s output (encdec.generation_extras)."""
+        """transformers' per-token scores of generate()'s output (encdec.compat.generate_extras)."""
         return transition_scores(sequences, scores, beam_indices, normalize_logits)
 
     # ------------------------------------------------------------------ Hugging Face checkpoints
@@ -295,7 +299,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         rules = prefixed(backbone_rules(self.config.encoder), "encoder.", "encoder.")
         rules += prefixed(backbone_rules(self.config.decoder), "decoder.", "decoder.")
         if self.enc_to_dec_proj is not None:
-            rules += _linear("enc_to_dec_proj", "enc_to_dec_proj")
+            rules += linear_rule("enc_to_dec_proj", "enc_to_dec_proj")
         return rules
 
     @classmethod
@@ -343,7 +347,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         random. `encoder_*` / `decoder_*` kwargs set fields of that side's config, the rest the top;
         `encoder_model=` / `decoder_model=` pass an encdec module instead of a folder for that side."""
         modules = {side: kwargs.pop(f"{side}_model", None) for side in ("encoder", "decoder")}
-        enc_kw, dec_kw, top_kw = _split_kwargs(kwargs)
+        enc_kw, dec_kw, top_kw = split_side_kwargs(kwargs)
         paths = {"encoder": encoder_pretrained_model_name_or_path, "decoder": decoder_pretrained_model_name_or_path}
         for side, path in paths.items():
             if path is None and modules[side] is None:
@@ -352,7 +356,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
                 )
         dirs = {side: resolve_model_dir(p) for side, p in paths.items() if modules[side] is None}
         configs = {
-            side: _read_backbone_config(dirs[side], kw) if side in dirs else modules[side].config
+            side: read_backbone_config(dirs[side], kw) if side in dirs else modules[side].config
             for side, kw in (("encoder", enc_kw), ("decoder", dec_kw))
         }
         config = EncoderDecoderConfig.from_encoder_decoder_configs(configs["encoder"], configs["decoder"], **top_kw)

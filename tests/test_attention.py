@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encdec.cpu_kernels import attention, dropout_attention
-from encdec.packing import PackedMask, Packing, packed_attention
+from encdec.nn.cpu_kernels import attention, dropout_attention
+from encdec.nn.packing import PackedMask, Packing, packed_attention
 
 
 def _qkv(b=2, h=3, t=5, s=6, d=4, dtype=torch.float64, seed=0):
@@ -59,7 +59,7 @@ def test_gradients_equal_explicit_math(mask_name):
 
 def test_chunked_over_heads_equals_one_chunk(monkeypatch):
     """Small chunks (many per call) give the same result as one."""
-    import encdec.cpu_kernels as attn
+    import encdec.nn.cpu_kernels as attn
 
     q, k, v = (t.requires_grad_() for t in _qkv(b=2, h=5, t=7, s=9))
     keep = torch.rand(2, 5, 7, 9) > 0.2

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from encdec import EncoderDecoderModel
-from encdec.modules import causal_mask, padding_mask
+from encdec.nn.layers import causal_mask, padding_mask
 from tiny_models import encdec_config, padded_batch, reference_model
 
 transformers = pytest.importorskip("transformers")

@@ -21,8 +21,8 @@ import pytest
 from conftest import CONF, ROOT, TINY
 from test_cli import document, model_dir  # noqa: F401  (the tiny model folder fixture)
 
-from encdec.errors import UsageError
-from encdec.preflight import quickstart_notice
+from encdec.base.errors import UsageError
+from encdec.apps.preflight import quickstart_notice
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -40,7 +40,7 @@ def script(name: str, *args: str, cwd: Path, **env: str) -> subprocess.Completed
 
 
 def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "encdec.cli", "summarize", *args], ROOT, stdin=stdin)
+    return run([sys.executable, "-m", "encdec.apps.cli", "summarize", *args], ROOT, stdin=stdin)
 
 
 def error_line(done: subprocess.CompletedProcess, prog: str) -> str:
@@ -175,7 +175,7 @@ def test_non_text_values_and_broken_json_lines_are_named(tmp_path, cache_dir):
                        "data.text_column=document", "data.summary_column=summary", cwd=tmp_path)
     assert "Record 'r2': column 'document' holds a list (['x']), not text" in error_line(evaluated, "evaluate.py")
 
-    from encdec.data import LocalSource
+    from encdec.data.datamodule import LocalSource
 
     truncated = write_jsonl(tmp_path / "cut.jsonl", rows[:1] + ['{"id": "r3", "docum'])
     with pytest.raises(UsageError, match=rf"{truncated} line 2: not valid JSON .*repair or delete that line"):
@@ -184,7 +184,7 @@ def test_non_text_values_and_broken_json_lines_are_named(tmp_path, cache_dir):
 
 
 def test_non_text_values_mid_stream_are_skipped_and_counted_or_refused():
-    from encdec.batching import Columns, EmptyExamples, take_usable
+    from encdec.data.batching import Columns, EmptyExamples, take_usable
 
     records = [{"id": "a", "article": "text", "highlights": "sum"}, {"id": "b", "article": 3.5, "highlights": "x"},
                {"id": "c", "article": "more", "highlights": {"k": 1}}, {"id": "d", "article": "t", "highlights": "s"}]
@@ -404,7 +404,7 @@ def random_bytes(rng: random.Random) -> bytes:
 
 
 def test_random_bytes_through_encdec_summarize(model_dir, monkeypatch, capsys):  # noqa: F811
-    from encdec import cli as cli_module
+    from encdec.apps import cli as cli_module
 
     rng = random.Random(12)
     for _ in range(20):
@@ -430,11 +430,11 @@ def random_value(rng: random.Random, depth: int = 0):
 def test_random_json_values_through_the_local_reader(tmp_path):
     from omegaconf import OmegaConf
 
-    from encdec.batching import Columns, EmptyExamples, PairEncoder, take_usable
-    from encdec.data import LocalSource
-    from encdec.evaluation import read_examples
-    from encdec.preflight import check_local_split
-    from encdec.tokenizer import load_tokenizer
+    from encdec.data.batching import Columns, EmptyExamples, PairEncoder, take_usable
+    from encdec.data.datamodule import LocalSource
+    from encdec.evaluation.evaluate import read_examples
+    from encdec.apps.preflight import check_local_split
+    from encdec.tokenization.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(MINILM)
     encoder = PairEncoder(tokenizer, tokenizer, 32, 8, tokenizer.sep_token_id)
@@ -446,7 +446,7 @@ def test_random_json_values_through_the_local_reader(tmp_path):
         if rng.random() < 0.3:
             lines[-1] = lines[-1][: rng.randrange(1, len(lines[-1]))]
         path = write_jsonl(tmp_path / f"t{trial}.jsonl", lines)
-        source = OmegaConf.create({"_target_": "encdec.data.LocalSource", "files": {"train": str(path)}})
+        source = OmegaConf.create({"_target_": "encdec.data.datamodule.LocalSource", "files": {"train": str(path)}})
         try:
             check_local_split(source, "train", ("article", "highlights", "id"))
             records = list(LocalSource({"train": str(path)}).open("train"))

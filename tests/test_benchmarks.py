@@ -54,7 +54,7 @@ def test_generation_benchmark_scores_int8_against_fp32_with_rouge_score():
     from rouge_score import rouge_scorer
 
     from encdec import load_tokenizer
-    from encdec.sample_data import make_sample_dataset
+    from encdec.data.sample_data import make_sample_dataset
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import real_workload

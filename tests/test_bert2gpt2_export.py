@@ -16,7 +16,7 @@ import torch
 import encdec
 from conftest import CONF, TINY
 from encdec import EncoderDecoderModel, Summarizer, load_tokenizer
-from encdec.sample_data import make_article
+from encdec.data.sample_data import make_article
 from tiny_models import summaries_one_by_one
 
 transformers = pytest.importorskip("transformers")
@@ -115,7 +115,7 @@ def test_transformers_reads_the_folder_the_same_way(run):
 
 
 def test_every_front_end_decodes_with_the_decoder_tokenizer(run, tmp_path, capsys):
-    from encdec.cli import main
+    from encdec.apps.cli import main
 
     folder, texts = run["folder"], articles(4)
     model = EncoderDecoderModel.from_pretrained(folder)

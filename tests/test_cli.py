@@ -40,7 +40,7 @@ def document(*numbers: int) -> str:
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "encdec.cli", "summarize", *args]
+    command = [sys.executable, "-m", "encdec.apps.cli", "summarize", *args]
     return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
 
 
@@ -146,8 +146,8 @@ def test_flags_and_stored_yaml_name_every_generation_setting():
     from omegaconf import OmegaConf
 
     from conftest import CONF
-    from encdec.cli import GENERATION_FLAGS, NOT_FLAGS, build_parser
-    from encdec.generation import GenerationConfig
+    from encdec.apps.cli import GENERATION_FLAGS, NOT_FLAGS, build_parser
+    from encdec.generation.settings import GenerationConfig
 
     types = {f.name: str(f.type) for f in fields(GenerationConfig)}
     assert set(GENERATION_FLAGS) == set(types) - set(NOT_FLAGS) and set(NOT_FLAGS) <= set(types)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY, run_train
-from encdec import hub, register_mirror
-from encdec.data import HubSource
+from encdec import register_mirror
+from encdec.base import hub
+from encdec.data.datamodule import HubSource
 
 README = """---
 configs:

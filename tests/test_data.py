@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from encdec import data as data_mod
-from encdec.batching import LABEL_PAD, Columns, PairEncoder, ResumableBatches, collate, length_grouped
-from encdec.data import HubSource, LocalSource, SampleSource, Seq2SeqDataModule
-from encdec.tokenizer import load_tokenizer
+from encdec.data.batching import LABEL_PAD, Columns, PairEncoder, ResumableBatches, collate, length_grouped
+from encdec.data.datamodule import HubSource, LocalSource, SampleSource, Seq2SeqDataModule
+from encdec.tokenization.tokenizer import load_tokenizer
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -11,8 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import evaluate as evaluate_script
-from encdec.distributed_eval import launch
-from encdec.errors import UsageError
+from encdec.evaluation.distributed import launch
+from encdec.base.errors import UsageError
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 ARGS = ("baseline=lead3", "limit=40", "batch_size=4", "bootstrap_samples=50")
@@ -34,7 +34,7 @@ def lines(out: Path) -> list[dict]:
 def evaluate_killing_rank1(cfg):
     """evaluate.py, except that rank 1 is SIGKILLed right after its first fsynced batch."""
     from encdec import evaluation
-    from encdec.distributed_eval import rank_and_world
+    from encdec.evaluation.distributed import rank_and_world
 
     append = evaluation.PredictionStore.append
 

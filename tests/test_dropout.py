@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from encdec.cpu_kernels import Dropout, dropout_keep
+from encdec.nn.cpu_kernels import Dropout, dropout_keep
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import evaluate as evaluate_script
-from encdec.evaluation import PredictionStore
+from encdec.evaluation.evaluate import PredictionStore
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

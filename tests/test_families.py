@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from encdec import EncoderDecoderConfig, EncoderDecoderModel
-from encdec.config import DistilBertConfig
+from encdec.compat.configs import DistilBertConfig
 from tiny_models import FAMILY_PAIRS, TINY_DISTILBERT, encdec_config, mid_sequence_token, padded_batch, reference_model
 
 transformers = pytest.importorskip("transformers")

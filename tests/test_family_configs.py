@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from conftest import CONF
-from encdec.hub import resolve_model_dir
+from encdec.base.hub import resolve_model_dir
 from tiny_models import (
     BERT_GENERATION_IDS, TINY_BERT, TINY_DISTILBERT, TINY_ELECTRA, TINY_GPT2, TINY_ROBERTA, train_sentencepiece,
     write_byte_level_bpe, write_vocab_txt,

@@ -206,7 +206,7 @@ def test_minilm_bert2bert_matches_transformers(tmp_path):
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_ngram_ban_matches_a_plain_loop(n):
-    from encdec.logits_processors import repeated_ngram_tokens
+    from encdec.generation.processors import repeated_ngram_tokens
 
     seqs = torch.randint(0, 4, (6, 9), generator=torch.Generator().manual_seed(n))
     rows, tokens = repeated_ngram_tokens(n, seqs)
@@ -231,7 +231,7 @@ def test_lists_from_the_tokenizer_are_refused_with_the_fix(pair):
 
 def test_greedy_pick_breaks_ties_like_argmax():
     """A tie picks the first id, as transformers' argmax does (outputs stay token-identical)."""
-    from encdec.greedy_search import best
+    from encdec.generation.greedy import best
 
     scores = torch.zeros(3, 40000)
     scores[0, [7, 30001]] = 2.0

@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 import encdec
 from conftest import CONF
 from encdec import EncoderDecoderModel, Summarizer, load_tokenizer
-from encdec.cli import GENERATION_FLAGS
-from encdec.cli import main as cli_main
+from encdec.apps.cli import GENERATION_FLAGS
+from encdec.apps.cli import main as cli_main
 from tiny_models import reference_model, spread_weights, summaries_one_by_one
 
 pytest.importorskip("transformers")  # the tiny model's weights come from transformers' initialisation
@@ -202,7 +202,7 @@ def validation_predictions(folder: Path, tmp_path: Path, generation: dict) -> li
 
     from torch.utils.data import DataLoader
 
-    from encdec.lightning import Seq2SeqModule
+    from encdec.training.module import Seq2SeqModule
 
     tokenizer = load_tokenizer(folder)
     batches = []

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from encdec import hub
+from encdec.base import hub
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -1,4 +1,4 @@
-"""dtype=int8 (encdec.int8): every linear layer and the vocabulary projection run as torch's dynamic
+"""dtype=int8 (encdec.serving.int8): every linear layer and the vocabulary projection run as torch's dynamic
 int8 layers, in the Summarizer, `encdec.summarize`, the CLI and evaluate.py; opt-in and not exact.
 The reference is built here straight from torch's quantisation calls; batch size 1 throughout, since
 dynamic quantisation picks activation scales per call (a document's summary depends on its batch)."""
@@ -11,8 +11,8 @@ from torch import nn
 
 import encdec
 from encdec import EncoderDecoderModel, Summarizer, load_tokenizer
-from encdec.cli import main as cli_main
-from encdec.int8 import quantize_int8
+from encdec.apps.cli import main as cli_main
+from encdec.serving.int8 import quantize_int8
 from test_generation_settings import DOCS, evaluate, folder, reference  # noqa: F401  (fixture)
 from tiny_models import summaries_one_by_one
 

@@ -1,4 +1,4 @@
-"""Seq2SeqModule pieces and its guards, the run artefacts of encdec.run_records, and warm-start ids."""
+"""Seq2SeqModule pieces and its guards, the run artefacts of encdec.training.run_records, and warm-start ids."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import models
 
 from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
-from encdec.lightning import (
+from encdec.training.module import (
     Seq2SeqModule, check_labels, collapsed, weight_decay_groups,
 )
-from encdec.run_records import AtomicCheckpointIO, replace_atomically, wandb_mode
-from encdec.tokenizer import Tokenizer
-from encdec.parts import special_ids
+from encdec.training.run_records import AtomicCheckpointIO, replace_atomically, wandb_mode
+from encdec.tokenization.tokenizer import Tokenizer
+from encdec.serving.parts import special_ids
 
 
 def tiny_model(**ids) -> EncoderDecoderModel:

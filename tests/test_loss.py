@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encdec.loss import linear_cross_entropy
+from encdec.nn.loss import linear_cross_entropy
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 100])

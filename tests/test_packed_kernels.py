@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encdec.packing import PackedMask, packed_attention, packed_kernel, padded_attention
+from encdec.nn.packing import PackedMask, packed_attention, packed_kernel, padded_attention
 
 
 def test_cumulative_lengths_for_a_ragged_batch():

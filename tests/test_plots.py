@@ -12,8 +12,8 @@ from rouge_score import rouge_scorer
 
 import evaluate as evaluate_script
 from conftest import TINY
-from encdec import plots
-from encdec.errors import UsageError
+from encdec.evaluation import plots
+from encdec.base.errors import UsageError
 
 pytest.importorskip("matplotlib")
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, TINY, run_train
 from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
-from encdec.lightning import Seq2SeqModule
+from encdec.training.module import Seq2SeqModule
 from tiny_models import PAIRS, encdec_config, padded_batch
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from encdec.rouge import aggregate, format_table, rouge, score_pairs, split_sentences
+from encdec.evaluation.rouge import aggregate, format_table, rouge, score_pairs, split_sentences
 
 PAIRS = [  # (prediction, reference)
     ("the cat lay on the mat", "the cat sat on the mat"),

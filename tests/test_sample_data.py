@@ -6,7 +6,7 @@ import re
 import datasets
 import pytest
 
-from encdec.sample_data import SPLITS, make_sample_dataset, write_sample_dataset
+from encdec.data.sample_data import SPLITS, make_sample_dataset, write_sample_dataset
 
 SMALL = dict(n_train=40, n_validation=8, n_test=8)
 

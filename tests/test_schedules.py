@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from encdec import schedules
+from encdec.training import schedules
 
 
 def lrs(schedule, steps: int, **kwargs) -> list[float]:

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from encdec import load_tokenizer
-from encdec.sentencepiece import CONTROL, read_spm_model
+from encdec.tokenization.sentencepiece import CONTROL, read_spm_model
 from tiny_models import BERT_GENERATION_IDS, train_sentencepiece
 
 spm = pytest.importorskip("sentencepiece")

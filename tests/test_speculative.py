@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from encdec import EncoderDecoderModel
-from encdec.generation import current_generation_config, resolve
-from encdec.decoding_state import Decoding
-from encdec.speculative import Ragged, draft, speculative_greedy
+from encdec.generation.generate import current_generation_config
+from encdec.generation.settings import resolve
+from encdec.generation.state import Decoding
+from encdec.generation.speculative import Ragged, draft, speculative_greedy
 from tiny_models import ALL_PAIRS, encdec_config, padded_batch, spread_weights
 
 SETTINGS = {

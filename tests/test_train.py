@@ -62,7 +62,7 @@ def test_quickstart_for_a_few_steps_exports_a_reloadable_model(compose, tmp_path
         "data.max_source_length=48", "data.max_target_length=16", "generation.max_length=8",
         "trainer.enable_progress_bar=false", "data.source.n_train=32", "data.source.n_validation=4",
     )
-    assert cfg.logger._target_ == "encdec.run_records.wandb_logger"  # the default logger, offline here
+    assert cfg.logger._target_ == "encdec.training.run_records.wandb_logger"  # the default logger, offline here
     best = train.train(cfg)
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import encdec
-from encdec.outputs import BaseModelOutput
+from encdec.compat.outputs import BaseModelOutput
 from tiny_models import PAIRS, TINY_BERT, TINY_BERT_GENERATION, TINY_GPT2, TINY_ROBERTA, padded_batch, spread_weights
 
 transformers = pytest.importorskip("transformers")

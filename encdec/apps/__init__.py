@@ -1,0 +1,1 @@
+"""Command line, entry-point plumbing, preflight checks. May import every layer."""

@@ -1,0 +1,1 @@
+"""Hugging Face weight files and key layouts. Imports encdec.nn and encdec.base."""

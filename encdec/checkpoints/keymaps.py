@@ -1,0 +1,378 @@
+"""Weight files and the Hugging Face key maps.
+
+Our modules keep their own short names; HF names exist only in the `LAYOUTS` table, one row per
+family. A `Rule` maps one
+of our tensors to one or more HF tensors (BERT's separate query/key/value become our fused `qkv`),
+transposed where GPT-2 stores Conv1D weights as (in, out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from encdec.nn.config import BackboneConfig
+
+logger = logging.getLogger("encdec")
+
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+# Buffers and tied duplicates that checkpoints carry and we derive instead.
+_DERIVED_SUFFIXES = (
+    "position_ids", "embeddings.token_type_ids", "attn.bias", "attn.masked_bias",
+    "crossattention.bias", "crossattention.masked_bias",
+    "cls.predictions.decoder.weight", "lm_head.decoder.weight", "lm_head.weight", "generator_lm_head.weight",
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    ours: str
+    theirs: tuple[str, ...]
+    transpose: bool = False
+
+
+# ---------------------------------------------------------------- reading and writing weight files
+
+
+def read_state_dict(folder: Path) -> dict[str, Tensor]:
+    """All tensors of a model folder: safetensors or .bin, single file or sharded with an index."""
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if path.is_file():
+            if name.endswith(".index.json"):
+                shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+                return {k: v for shard in shards for k, v in _read_file(folder / shard).items()}
+            return _read_file(path)
+    raise FileNotFoundError(
+        f"No weights in {folder}: looked for {', '.join(WEIGHT_FILES)}. "
+        "Point to a folder written by save_pretrained (ours or transformers')."
+    )
+
+
+def _read_file(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"Weight shard {path} named in the index is missing; re-download the model.")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} holds Python objects besides tensors; encdec loads .bin files with "
+            "torch.load(weights_only=True) so a checkpoint cannot run code. Convert it to safetensors "
+            "in a trusted environment."
+        ) from err
+    except (SafetensorError, RuntimeError, EOFError, OSError) as err:
+        raise ValueError(
+            f"Could not read {path}: the file is corrupt or truncated ({err}). Re-download or re-save it."
+        ) from err
+
+
+def _umask_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_safetensors(state: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write atomically (temp file + rename), so an interrupted save never leaves a broken file."""
+    state = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata or {"format": "pt"})
+        os.chmod(tmp, _umask_file_mode())  # mkstemp makes 0600; other files get the umask's mode
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ---------------------------------------------------------------- key maps, one table per family
+
+
+def linear_rule(ours: str, *theirs: str, transpose: bool = False) -> list[Rule]:
+    return [
+        Rule(f"{ours}.weight", tuple(f"{t}.weight" for t in theirs), transpose),
+        Rule(f"{ours}.bias", tuple(f"{t}.bias" for t in theirs)),
+    ]
+
+
+def _bert_layer(i: int, p: str, cross: bool) -> list[Rule]:
+    h, o = f"{p}encoder.layer.{i}.", f"layers.{i}."
+    rules = [
+        *linear_rule(o + "self_attn.qkv", *(f"{h}attention.self.{n}" for n in ("query", "key", "value"))),
+        *linear_rule(o + "self_attn.out", h + "attention.output.dense"),
+        *linear_rule(o + "self_attn_norm", h + "attention.output.LayerNorm"),
+        *linear_rule(o + "mlp.fc_in", h + "intermediate.dense"),
+        *linear_rule(o + "mlp.fc_out", h + "output.dense"),
+        *linear_rule(o + "mlp_norm", h + "output.LayerNorm"),
+    ]
+    if cross:
+        rules += [
+            *linear_rule(o + "cross_attn.q", h + "crossattention.self.query"),
+            *linear_rule(o + "cross_attn.kv", h + "crossattention.self.key", h + "crossattention.self.value"),
+            *linear_rule(o + "cross_attn.out", h + "crossattention.output.dense"),
+            *linear_rule(o + "cross_attn_norm", h + "crossattention.output.LayerNorm"),
+        ]
+    return rules
+
+
+def _distilbert_layer(i: int, p: str, cross: bool) -> list[Rule]:
+    h, o = f"{p}transformer.layer.{i}.", f"layers.{i}."
+    return [
+        *linear_rule(o + "self_attn.qkv", *(f"{h}attention.{n}_lin" for n in ("q", "k", "v"))),
+        *linear_rule(o + "self_attn.out", h + "attention.out_lin"),
+        *linear_rule(o + "self_attn_norm", h + "sa_layer_norm"),
+        *linear_rule(o + "mlp.fc_in", h + "ffn.lin1"),
+        *linear_rule(o + "mlp.fc_out", h + "ffn.lin2"),
+        *linear_rule(o + "mlp_norm", h + "output_layer_norm"),
+    ]
+
+
+def _gpt2_layer(i: int, p: str, cross: bool) -> list[Rule]:
+    h, o = f"{p}h.{i}.", f"layers.{i}."
+    rules = [
+        *linear_rule(o + "self_attn_norm", h + "ln_1"),
+        *linear_rule(o + "self_attn.qkv", h + "attn.c_attn", transpose=True),
+        *linear_rule(o + "self_attn.out", h + "attn.c_proj", transpose=True),
+        *linear_rule(o + "mlp_norm", h + "ln_2"),
+        *linear_rule(o + "mlp.fc_in", h + "mlp.c_fc", transpose=True),
+        *linear_rule(o + "mlp.fc_out", h + "mlp.c_proj", transpose=True),
+    ]
+    if cross:
+        rules += [
+            *linear_rule(o + "cross_attn_norm", h + "ln_cross_attn"),
+            *linear_rule(o + "cross_attn.q", h + "crossattention.q_attn", transpose=True),
+            *linear_rule(o + "cross_attn.kv", h + "crossattention.c_attn", transpose=True),
+            *linear_rule(o + "cross_attn.out", h + "crossattention.c_proj", transpose=True),
+        ]
+    return rules
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one family keeps each tensor in transformers' checkpoints."""
+
+    base: str  # the attribute transformers' *ForCausalLM keeps the base model under
+    layer: Callable[[int, str, bool], list[Rule]]  # rules of layer i (HF prefix, cross-attention)
+    embeddings: dict[str, str]  # our embeddings part -> HF module, relative to the base model
+    head: dict[str, str] = field(default_factory=dict)  # our head tensor -> HF name (decoders)
+    final_norm: str = ""  # HF module of a final LayerNorm, relative to the base model
+
+
+_BERT_EMBEDDINGS = {
+    "word": "embeddings.word_embeddings", "position": "embeddings.position_embeddings",
+    "token_type": "embeddings.token_type_embeddings", "norm": "embeddings.LayerNorm", "project": "embeddings_project",
+}
+_ROBERTA = Layout("roberta.", _bert_layer, _BERT_EMBEDDINGS, {
+    "head.dense": "lm_head.dense", "head.norm": "lm_head.layer_norm", "head.bias": "lm_head.bias",
+    "head.weight": "lm_head.decoder.weight",
+})
+# One key map per family: the only place transformers' parameter names live.
+LAYOUTS: dict[str, Layout] = {
+    "bert": Layout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
+        "head.dense": "cls.predictions.transform.dense", "head.norm": "cls.predictions.transform.LayerNorm",
+        "head.bias": "cls.predictions.bias", "head.weight": "cls.predictions.decoder.weight",
+    }),
+    "roberta": _ROBERTA,
+    "xlm-roberta": _ROBERTA,
+    "camembert": _ROBERTA,
+    "bert-generation": Layout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
+        "head.bias": "lm_head.bias", "head.weight": "lm_head.decoder.weight",
+    }),
+    "electra": Layout("electra.", _bert_layer, _BERT_EMBEDDINGS, {
+        "head.dense": "generator_predictions.dense", "head.norm": "generator_predictions.LayerNorm",
+        "head.bias": "generator_lm_head.bias", "head.weight": "generator_lm_head.weight",
+    }),
+    "distilbert": Layout("distilbert.", _distilbert_layer, _BERT_EMBEDDINGS),
+    "gpt2": Layout(
+        "transformer.", _gpt2_layer, {"word": "wte", "position": "wpe"}, {"head.weight": "lm_head.weight"}, "ln_f"
+    ),
+}
+
+
+def base_prefix(config: BackboneConfig) -> str:
+    """The attribute transformers' LM-head class keeps its base model under."""
+    return LAYOUTS[config.model_type].base
+
+
+def backbone_rules(config: BackboneConfig) -> list[Rule]:
+    """Rules between our `Backbone` and transformers' base model (encoder) or *ForCausalLM
+    (decoder) layout; only for the parts this config builds."""
+    layout, family = LAYOUTS[config.model_type], config.family
+    p = layout.base if config.is_decoder else ""
+    emb = layout.embeddings
+    rules = [Rule(f"embeddings.{n}.weight", (f"{p}{emb[n]}.weight",)) for n in ("word", "position")]
+    if config.type_vocab_size > 0:
+        rules.append(Rule("embeddings.token_type.weight", (f"{p}{emb['token_type']}.weight",)))
+    if family.embedding_norm:
+        rules += linear_rule("embeddings.norm", p + emb["norm"])
+    if config.embedding_width != config.hidden_size:
+        rules += linear_rule("embeddings.project", p + emb["project"])
+    for i in range(config.num_hidden_layers):
+        rules += layout.layer(i, p, config.add_cross_attention)
+    if layout.final_norm:
+        rules += linear_rule("final_norm", p + layout.final_norm)
+    if config.is_decoder:
+        rules += _head_rules(config, layout.head)
+    elif family.pooler:
+        rules += linear_rule("pooler", "pooler.dense")
+    return rules
+
+
+def _head_rules(config: BackboneConfig, names: dict[str, str]) -> list[Rule]:
+    family = config.family
+    rules = []
+    if family.head == "transform":
+        rules += linear_rule("head.dense", names["head.dense"]) + linear_rule("head.norm", names["head.norm"])
+    if family.head_bias:
+        rules.append(Rule("head.bias", (names["head.bias"],)))
+    if not config.tie_word_embeddings:
+        rules.append(Rule("head.weight", (names["head.weight"],)))
+    return rules
+
+
+def prefixed(rules: list[Rule], ours: str, theirs: str) -> list[Rule]:
+    return [Rule(ours + r.ours, tuple(theirs + t for t in r.theirs), r.transpose) for r in rules]
+
+
+# ---------------------------------------------------------------- applying the maps
+
+
+def is_derived(key: str) -> bool:
+    return key.endswith(_DERIVED_SUFFIXES)
+
+
+def from_hf(hf: dict[str, Tensor], rules: list[Rule]) -> tuple[dict[str, Tensor], list[str], list[str]]:
+    """HF tensors -> ours. Returns (state, our keys with no source, HF keys nothing used)."""
+    state, missing, used = {}, [], set()
+    for rule in rules:
+        if not all(t in hf for t in rule.theirs):
+            missing.append(rule.ours)
+            continue
+        parts = [hf[t].t() if rule.transpose else hf[t] for t in rule.theirs]
+        state[rule.ours] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        used.update(rule.theirs)
+    unused = sorted(k for k in hf if k not in used and not is_derived(k))
+    return state, missing, unused
+
+
+def to_hf(state: dict[str, Tensor], rules: list[Rule]) -> dict[str, Tensor]:
+    """Ours -> HF tensors, splitting fused projections and transposing Conv1D weights back."""
+    hf = {}
+    for rule in rules:
+        if rule.ours not in state:
+            continue
+        for name, part in zip(rule.theirs, state[rule.ours].chunk(len(rule.theirs), dim=0)):
+            hf[name] = part.t() if rule.transpose else part
+    return hf
+
+
+def canonical_single_model_keys(hf: dict[str, Tensor], config: BackboneConfig) -> dict[str, Tensor]:
+    """Bring a single-model checkpoint (BertModel, BertForPreTraining, sentence-transformers,
+    GPT2Model, ElectraForMaskedLM, ...) into the layout `backbone_rules` expects: base-model prefix
+    present for decoders and absent for encoders."""
+    bases = (base_prefix(config), "model.")
+    heads = tuple({name.split(".")[0] + "." for name in LAYOUTS[config.model_type].head.values()})
+    out = {}
+    for key, value in normalize_keys(hf).items():
+        for p in bases:
+            if key.startswith(p):
+                key = key[len(p):]
+                break
+        if config.is_decoder and not key.startswith(heads):
+            key = base_prefix(config) + key
+        out[key] = value
+    return out
+
+
+def normalize_keys(hf: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Old spellings to current ones: LayerNorm gamma/beta, and the head bias that some
+    checkpoints store only under its tied alias `...decoder.bias`."""
+    out = {_rename_gamma_beta(k): v for k, v in hf.items()}
+    for key in [k for k in out if k.endswith(("cls.predictions.decoder.bias", "lm_head.decoder.bias"))]:
+        out.setdefault(key.replace("decoder.bias", "bias"), out[key])
+        del out[key]
+    return out
+
+
+def _rename_gamma_beta(key: str) -> str:
+    if key.endswith(".gamma"):
+        return key[: -len(".gamma")] + ".weight"
+    if key.endswith(".beta"):
+        return key[: -len(".beta")] + ".bias"
+    return key
+
+
+# ---------------------------------------------------------------- loading into a model, and what it reports
+
+
+def load_checked(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """load_state_dict with a readable error when shapes disagree with the config."""
+    own = module.state_dict()
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(
+            f"Weights in {source} do not fit the config ({len(bad)} tensors), e.g. "
+            + "; ".join(bad[:4]) + ". The config.json does not describe these weights: use the config "
+            "saved with them, or drop the overrides that change sizes."
+        )
+    module.load_state_dict(state, strict=False)
+
+
+def untied(model: nn.Module, missing: list[str], loaded: dict[str, Tensor]) -> list[str]:
+    """Missing keys less tied duplicates: a shared Parameter (tie_encoder_decoder) loaded under
+    its other name is not missing."""
+    params = model.state_dict(keep_vars=True)
+    loaded_ids = {id(params[k]) for k in loaded if k in params}
+    return [k for k in missing if id(params.get(k)) not in loaded_ids]
+
+
+def check_complete(rules: list[Rule], missing: list[str], unused: list[str], source: str, strict: bool) -> None:
+    """A full checkpoint must hold every weight: name what is absent in the file's own key names."""
+    if unused:
+        logger.warning("Weights in %s that this model does not use: %s", source,
+                       ", ".join(collapse_layer_indices(unused)))
+    if not missing:
+        return
+    theirs = {r.ours: r.theirs for r in rules}
+    names = ", ".join(collapse_layer_indices([t for k in missing for t in theirs[k]]))
+    if strict:
+        raise ValueError(
+            f"{source} lacks weights this model needs: {names}. The config.json does not describe this file "
+            "(another family or size?): fix its model_type / sizes, or pass strict=False to load anyway "
+            "with these weights random."
+        )
+    logger.warning("%s\nstrict=False: %s lacks %s; they stay RANDOM, the model is not the saved one.\n%s",
+                   "!" * 80, source, names, "!" * 80)
+
+
+def report_warm_start(new: list[str], unused: list[str], source: str) -> None:
+    if new:
+        logger.info(
+            "Newly initialised from scratch (expected for cross-attention when warm-starting; train "
+            "before use): %s", ", ".join(collapse_layer_indices(new)),
+        )
+    if unused:
+        logger.info("Weights in %s that this model does not use: %s", source, ", ".join(collapse_layer_indices(unused)))
+
+
+def collapse_layer_indices(keys: list[str]) -> list[str]:
+    """'layers.0.x', 'layers.1.x' -> 'layers.*.x', so a report lists each kind of weight once."""
+    return list(dict.fromkeys(re.sub(r"\.(\d+)\.", ".*.", k) for k in keys))

@@ -1,0 +1,1 @@
+"""The datamodule, batching, file sources and the sample set. Imports tokenization and base."""

@@ -1,0 +1,302 @@
+"""From text records to padded batches: tokenisation, length grouping and a resumable stream.
+
+Training reads a (possibly endless) stream. To cut padding, `buffer_size` records are read at a
+time, sorted by length with random tie-breaks and cut into batches whose order is shuffled. Every
+batch carries the stream `position` after it: where its buffer started in the source (the
+`datasets` state dict), which buffer and how many of its batches are done. Re-reading that one
+buffer from its start reproduces the same batches, so a resumed run continues with exactly the
+next unseen batch; buffers are not saved, only where they started.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from encdec.base.errors import UsageError, not_text
+from encdec.tokenization.tokenizer import Tokenizer
+
+logger = logging.getLogger("encdec")
+LABEL_PAD = -100  # ignored by the loss; never a real token id
+
+
+@dataclass
+class Columns:
+    """Names of the text, summary and id columns of a source (id may be None: row number)."""
+
+    text: str = "article"
+    summary: str = "highlights"
+    id: str | None = "id"
+
+
+@dataclass
+class PairEncoder:
+    """Tokenise (source, summary) pairs the way the model is trained: sources with the encoder
+    tokenizer's special tokens; labels are the summary's tokens plus the decoder's EOS, with no
+    start token (the model prepends decoder_start_token_id when it shifts labels right)."""
+
+    tokenizer: Tokenizer
+    decoder_tokenizer: Tokenizer
+    max_source_length: int
+    max_target_length: int
+    eos_token_id: int
+
+    def __post_init__(self) -> None:
+        if self.max_target_length < 2:
+            raise ValueError(f"max_target_length={self.max_target_length}: need room for a token and EOS.")
+
+    def encode(self, texts: list[str], summaries: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        sources = self.tokenizer(
+            texts, max_length=self.max_source_length, truncation=True, padding=False, return_tensors=None
+        )["input_ids"]
+        targets = self.decoder_tokenizer(
+            summaries, max_length=self.max_target_length - 1, truncation=True, padding=False,
+            add_special_tokens=False, return_tensors=None,
+        )["input_ids"]
+        return sources, [t + [self.eos_token_id] for t in targets]
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _mask(rows: list[list[int]]) -> torch.Tensor:
+    """1 over each row's tokens, 0 over its padding (from lengths, not from the pad id)."""
+    return _pad([[1] * len(r) for r in rows], 0)
+
+
+def collate(sources: list[list[int]], labels: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest row of this batch (dynamic padding); labels with -100, never pad."""
+    input_ids = _pad(sources, pad_token_id)
+    label_ids = _pad(labels, LABEL_PAD)
+    # Decoder position t sees labels[t-1]: real while that label is real; position 0 is the start
+    # token. Built here because GPT-2's pad == start would hide the start token from the model.
+    decoder_mask = torch.ones_like(label_ids)
+    decoder_mask[:, 1:] = label_ids[:, :-1].ne(LABEL_PAD)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": _mask(sources),
+        "labels": label_ids,
+        "decoder_attention_mask": decoder_mask,
+    }
+
+
+def _by_length(lengths: list[int], rng: random.Random) -> list[int]:
+    """Indices sorted by length; equal lengths in random order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: lengths[i])  # stable: the shuffle decides among equal lengths
+    return order
+
+
+def length_grouped(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Indices cut into batches of similar length, in random order; equal lengths tie randomly."""
+    order = _by_length(lengths, rng)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def token_budget_grouped(
+    source_lengths: list[int], target_lengths: list[int], max_tokens: int, rng: random.Random
+) -> list[list[int]]:
+    """Like `length_grouped`, but each batch takes examples (in length order) while its padded
+    source + target tokens, rows x (longest source + longest target), stay within max_tokens
+    (fairseq's --max-tokens): short examples make big batches, long ones small, memory stays flat."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest_source = longest_target = 0
+    for i in _by_length([s + t for s, t in zip(source_lengths, target_lengths)], rng):
+        source, target = max(longest_source, source_lengths[i]), max(longest_target, target_lengths[i])
+        if batch and (len(batch) + 1) * (source + target) > max_tokens:
+            batches.append(batch)
+            batch, source, target = [], source_lengths[i], target_lengths[i]
+        batch.append(i)
+        longest_source, longest_target = source, target
+    if batch:
+        batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+class EmptyExamples:
+    """Counts records whose text or summary is empty, missing or not text (a number, a list);
+    skips them or raises."""
+
+    def __init__(self, columns: Columns, on_empty: str = "skip") -> None:
+        if on_empty not in ("skip", "error"):
+            raise UsageError(f"data.on_empty={on_empty!r}: use skip or error.")
+        self.columns, self.on_empty, self.count = columns, on_empty, 0
+
+    def usable(self, record: dict[str, Any]) -> bool:
+        problems = [p for p in (self._problem(record, c) for c in (self.columns.text, self.columns.summary)) if p]
+        if not problems:
+            return True
+        rid = record.get(self.columns.id) if self.columns.id else None
+        if self.on_empty == "error":
+            raise UsageError(
+                f"Record {rid!r}: {' and '.join(problems)}. Clean the data, or set data.on_empty=skip to skip "
+                "such records (they are counted and logged)."
+            )
+        self.count += 1
+        if self.count == 1:
+            logger.warning("Skipping records whose text or summary is empty or not text (first: %r: %s); "
+                           "counted in data/skipped.", rid, " and ".join(problems))
+        return False
+
+    @staticmethod
+    def _problem(record: dict[str, Any], column: str) -> str | None:
+        value = record.get(column)
+        if not_text(column, value):
+            return not_text(column, value)
+        return None if value and value.strip() else f"column {column!r} is empty or missing"
+
+
+def take_usable(records: Iterator[dict], n: int, empties: EmptyExamples) -> list[dict]:
+    """The next n records that have text and summary (fewer at the end of the stream)."""
+    out = []
+    for record in records:
+        if empties.usable(record):
+            out.append(record)
+            if len(out) == n:
+                break
+    return out
+
+
+def record_ids(records: list[dict], columns: Columns, offset: int) -> list[str]:
+    if columns.id is None:
+        return [str(offset + i) for i in range(len(records))]
+    return [str(r[columns.id]) for r in records]
+
+
+class ResumableBatches(IterableDataset):
+    """Endless training batches over a `datasets.IterableDataset` (one pass per epoch), each with
+    its stream position; `resume` (positions keyed by worker id) restarts right after them."""
+
+    def __init__(
+        self,
+        open_stream: Callable[[], Any],
+        encoder: PairEncoder,
+        columns: Columns,
+        batch_size: int,
+        buffer_size: int,
+        seed: int = 0,
+        on_empty: str = "skip",
+        resume: dict[int, dict] | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        self.open_stream, self.encoder, self.columns = open_stream, encoder, columns
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+        self.buffer_size = max(batch_size, buffer_size // batch_size * batch_size)  # whole batches
+        self.seed, self.on_empty, self.resume = seed, on_empty, resume or {}
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        stream = self.open_stream()
+        if info is not None and info.num_workers > stream.n_shards:
+            raise ValueError(
+                f"data.num_workers={info.num_workers} but the training source has {stream.n_shards} shards; "
+                "each worker reads whole shards, so use at most that many workers."
+            )
+        fresh = stream.state_dict()
+        empties = EmptyExamples(self.columns, self.on_empty)
+        position = self.resume.get(worker)
+        empties.count = position["skipped"] if position else 0
+        epoch = position["epoch"] if position else 0
+        while True:
+            produced = yield from self._epoch(stream, fresh, epoch, position, empties, worker)
+            if not produced and position is None:
+                raise ValueError(
+                    f"The training stream gave no usable records ({empties.count} skipped as empty or not text); "
+                    "check the data files and the text/summary column names."
+                )
+            position, epoch = None, epoch + 1
+
+    def _epoch(self, stream: Any, fresh: dict, epoch: int, position: dict | None, empties: EmptyExamples,
+               worker: int) -> Iterator[dict]:
+        """One pass over the stream; returns whether it produced any batch."""
+        stream.load_state_dict(position["source"] if position else fresh)
+        records = iter(stream)
+        buffer, done = (position["buffer"], position["batches"]) if position else (0, 0)
+        produced = False
+        while True:
+            source_state = stream.state_dict()
+            chunk = take_usable(records, self.buffer_size, empties)
+            if not chunk:
+                return produced
+            where = {"epoch": epoch, "buffer": buffer, "source": source_state, "worker": worker}
+            for i, batch in enumerate(self._buffer_batches(chunk, epoch, buffer)):
+                if i >= done:
+                    produced = True
+                    yield {**batch, "position": {**where, "batches": i + 1, "skipped": empties.count}}
+            buffer, done = buffer + 1, 0
+
+    def _buffer_batches(self, chunk: list[dict], epoch: int, buffer: int) -> Iterator[dict]:
+        """The same chunk, epoch and buffer number always give the same batches in the same order."""
+        cols = self.columns
+        sources, labels = self.encoder.encode([r[cols.text] for r in chunk], [r[cols.summary] for r in chunk])
+        ids = record_ids(chunk, cols, offset=buffer * self.buffer_size)
+        rng = random.Random(f"{self.seed}-{epoch}-{buffer}")
+        if self.max_tokens:
+            groups = token_budget_grouped([len(s) for s in sources], [len(t) for t in labels], self.max_tokens, rng)
+        else:
+            groups = length_grouped([len(s) + len(t) for s, t in zip(sources, labels)], self.batch_size, rng)
+        pad = self.encoder.tokenizer.pad_token_id
+        for group in groups:
+            batch = collate([sources[i] for i in group], [labels[i] for i in group], pad)
+            yield {**batch, "ids": [ids[i] for i in group]}
+
+
+def rotate_rounds(batches: Iterator[dict], num_workers: int, first: int) -> Iterator[dict]:
+    """Reorder a DataLoader's round-robin (worker 0, 1, ..., n-1, 0, ...) to start at worker
+    `first`, as the interrupted run would have continued: each round's batches from workers
+    before `first` move to the end of that round."""
+    held: list[dict] = []
+    for batch in batches:
+        worker = batch["position"]["worker"]
+        if worker < first:
+            held.append(batch)
+        else:
+            yield batch
+        if worker == num_workers - 1:
+            yield from held
+            held = []
+    yield from held
+
+
+class FixedBatches(IterableDataset):
+    """Validation batches built once; iterable so that Lightning adds no distributed sampler (each
+    rank already holds its own, equally long share)."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:  # progress bars show "3/6", not "3/--"
+        return len(self.batches)
+
+
+def evaluation_batches(
+    records: list[dict], encoder: PairEncoder, columns: Columns, batch_size: int
+) -> list[dict]:
+    """Batches sorted by source length (generation wastes least on padding), with raw references."""
+    sources, labels = encoder.encode([r[columns.text] for r in records], [r[columns.summary] for r in records])
+    ids = record_ids(records, columns, offset=0)
+    order = sorted(range(len(records)), key=lambda i: len(sources[i]))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        group = order[start : start + batch_size]
+        batch = collate([sources[i] for i in group], [labels[i] for i in group], encoder.tokenizer.pad_token_id)
+        batch["ids"] = [ids[i] for i in group]
+        batch["references"] = [records[i][columns.summary] for i in group]
+        batches.append(batch)
+    return batches

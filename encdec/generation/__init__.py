@@ -1,0 +1,1 @@
+"""Settings, score rules, decoding state, greedy, beam and speculative search, generate(). Imports encdec.nn and encdec.base."""

@@ -1,0 +1,1 @@
+"""Tokenizers on `tokenizers`, SentencePiece folders, transformers' call conventions. Imports encdec.nn and encdec.base."""

@@ -1,0 +1,1 @@
+"""LightningModule, callbacks, schedules, export, run records. Imports evaluation, serving, data and below."""
