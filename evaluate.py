@@ -22,7 +22,8 @@ def generation_overrides(cfg: DictConfig) -> dict[str, Any]:
 
 def summarizer_for(cfg: DictConfig):
     """A batch -> summaries function, and the settings that identify it in run.json."""
-    from encdec.evaluation.evaluate import baseline, load_summarizer
+    from encdec.evaluation.evaluate import baseline
+    from encdec.serving.loading import load_summarizer
 
     if cfg.baseline is not None:
         return baseline(cfg.baseline), {"baseline": cfg.baseline}

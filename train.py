@@ -53,7 +53,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
     if notice := quickstart_notice(cfg, choices):
         log.warning(notice)
-    from encdec.apps.preflight import check_device
+    from encdec.serving.devices import check_device
     from encdec.training.run_records import remove_stale_temporaries
 
     check_device(cfg.trainer.get("accelerator"), "trainer.accelerator")
@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> float | None:
     import torch
 
     from encdec.apps.entry import log_lightning_once
-    from encdec.serving.parts import export_best
+    from encdec.training.export import export_best
     from encdec.training.run_records import finish_run, start_run
 
     log_lightning_once()

@@ -30,9 +30,8 @@ import sys
 import tempfile
 import time
 
-import torch
-
 import real_workload
+import torch
 
 THREADS = 2
 BATCH, SRC_LEN, NEW_TOKENS = 8, 512, 64

@@ -21,7 +21,6 @@ import argparse
 import time
 
 import torch
-
 from train_step import make_batch, train_flops
 
 BEAM = dict(num_beams=4, length_penalty=2.0, no_repeat_ngram_size=3, early_stopping=True)

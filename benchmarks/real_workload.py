@@ -106,7 +106,8 @@ def clocks(library: str, model) -> dict[str, Clock]:
     """Encoder and decoder-step clocks: encdec's `encode` and `Decoding.step` / verification
     pass; transformers' encoder and decoder (its LM head included) forwards."""
     if library == "encdec":
-        from encdec.generation import speculative, state as decoding_state
+        from encdec.generation import speculative
+        from encdec.generation import state as decoding_state
 
         return {"encoder": Clock(model, "encode"), "decoder": Clock(decoding_state.Decoding, "step"),
                 "verify": Clock(speculative.Ragged, "verify")}

@@ -8,27 +8,44 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encdec.nn.backbone import Backbone
+from encdec.base.hub import resolve_model_dir
 from encdec.checkpoints.keymaps import (
-    Rule, linear_rule, backbone_rules, canonical_single_model_keys, check_complete, from_hf, load_checked,
-    normalize_keys, prefixed, read_state_dict, report_warm_start, to_hf, untied, write_safetensors,
+    Rule,
+    backbone_rules,
+    canonical_single_model_keys,
+    check_complete,
+    from_hf,
+    linear_rule,
+    load_checked,
+    normalize_keys,
+    prefixed,
+    read_state_dict,
+    report_warm_start,
+    to_hf,
+    untied,
+    write_safetensors,
 )
-from encdec.nn.config import EncoderDecoderConfig
+from encdec.compat.encoder_decoder import (
+    TransformersAPI,
+    compose,
+    explicit_forward,
+    hidden_of,
+    read_backbone_config,
+    split_side_kwargs,
+    wants_explicit,
+)
+from encdec.compat.generate_extras import GenerateOutput, generate_output, prepare, transition_scores
+from encdec.compat.outputs import Seq2SeqLMOutput
+from encdec.compat.pretrained import apply_load_options, cache_argument, split_load_options
 from encdec.generation.beam import SearchRecord
 from encdec.generation.generate import current_generation_config, generate
 from encdec.generation.settings import GENERATION_CONFIG_NAME, GenerationConfig
-from encdec.compat.generate_extras import GenerateOutput, generate_output, prepare, transition_scores
-from encdec.base.hub import resolve_model_dir
-from encdec.nn.loss import linear_cross_entropy
-from encdec.compat.encoder_decoder import (
-    TransformersAPI, compose, explicit_forward, hidden_of, read_backbone_config, split_side_kwargs, wants_explicit,
-)
-from encdec.compat.pretrained import apply_load_options, cache_argument, split_load_options
+from encdec.nn.backbone import Backbone
+from encdec.nn.config import EncoderDecoderConfig
 from encdec.nn.layers import init_weights, padding_mask
-from encdec.compat.outputs import Seq2SeqLMOutput
+from encdec.nn.loss import linear_cross_entropy, logits_loss
 from encdec.nn.packing import PackedMask, Packing
 
 # State-dict names of earlier encdec versions (BertDecoder's `.stack`, GPT2Decoder's wte/wpe) -> now,
@@ -64,6 +81,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         if config.encoder.hidden_size != config.decoder.hidden_size:
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
         self.loss_chunk_size: int | None = None  # rows per vocabulary chunk of the training loss (None: ~30 MB)
+        self.quantized: str | None = None  # "int8" on a serving copy (encdec.serving.int8): never saved
         if given_encoder is None:
             self.encoder.init_weights()
         if given_decoder is None:
@@ -187,10 +205,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         logits = self.decoder.logits(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
-                label_smoothing=label_smoothing,
-            )
+            loss = logits_loss(logits, labels, label_smoothing)
         out = Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_hidden)
         return out if return_dict else out.to_tuple()
 
@@ -378,8 +393,9 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json and model.safetensors in transformers' EncoderDecoderModel layout."""
-        if getattr(self, "int8", False):
-            raise ValueError("This is an int8 serving copy (dtype=int8); save the floating-point model instead.")
+        if self.quantized:
+            raise ValueError(f"This is a {self.quantized} serving copy (dtype={self.quantized}); save the floating-point "
+                             "model instead.")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         hf = to_hf(self.state_dict(), self.hf_rules())

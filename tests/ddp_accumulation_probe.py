@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from lightning import Trainer
-
 from test_precision import _no_dropout_model, sgd_module
 
 

@@ -3,10 +3,10 @@ loading of state dicts saved before the one-backbone refactor."""
 
 import pytest
 import torch
+from tiny_models import encdec_config, padded_batch, reference_model
 
 from encdec import EncoderDecoderModel
 from encdec.nn.layers import causal_mask, padding_mask
-from tiny_models import encdec_config, padded_batch, reference_model
 
 transformers = pytest.importorskip("transformers")
 

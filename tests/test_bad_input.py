@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CONF, ROOT, TINY
 from test_cli import document, model_dir  # noqa: F401  (the tiny model folder fixture)
 
-from encdec.base.errors import UsageError
 from encdec.apps.preflight import quickstart_notice
+from encdec.base.errors import UsageError
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -432,8 +431,8 @@ def test_random_json_values_through_the_local_reader(tmp_path):
 
     from encdec.data.batching import Columns, EmptyExamples, PairEncoder, take_usable
     from encdec.data.datamodule import LocalSource
+    from encdec.data.files import check_local_split
     from encdec.evaluation.evaluate import read_examples
-    from encdec.apps.preflight import check_local_split
     from encdec.tokenization.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(MINILM)

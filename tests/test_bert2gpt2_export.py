@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF, TINY
+from tiny_models import summaries_one_by_one
 
 import encdec
-from conftest import CONF, TINY
 from encdec import EncoderDecoderModel, Summarizer, load_tokenizer
 from encdec.data.sample_data import make_article
-from tiny_models import summaries_one_by_one
 
 transformers = pytest.importorskip("transformers")
 

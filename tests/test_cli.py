@@ -7,10 +7,10 @@ import sys
 import warnings
 
 import pytest
+from tiny_models import encdec_config
 
 import encdec
 from encdec import EncoderDecoderModel, Summarizer
-from tiny_models import encdec_config
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-4: pad 0, start 2, eos 3
 WORDS = [f"w{i}" for i in range(len(SPECIALS), 99)]  # one whole word per remaining id
@@ -143,9 +143,9 @@ def test_flags_and_stored_yaml_name_every_generation_setting():
     flag parses a value of the field's type."""
     from dataclasses import fields
 
+    from conftest import CONF
     from omegaconf import OmegaConf
 
-    from conftest import CONF
     from encdec.apps.cli import GENERATION_FLAGS, NOT_FLAGS, build_parser
     from encdec.generation.settings import GenerationConfig
 

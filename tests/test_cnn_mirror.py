@@ -5,12 +5,11 @@ same streaming code path as the Hub: by folder, and by repo id with a registered
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
+from conftest import run_train
 
-from conftest import TINY, run_train
 from encdec import register_mirror
 from encdec.base import hub
 from encdec.data.datamodule import HubSource

@@ -11,8 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import evaluate as evaluate_script
-from encdec.evaluation.distributed import launch
 from encdec.base.errors import UsageError
+from encdec.evaluation.distributed import launch
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 ARGS = ("baseline=lead3", "limit=40", "batch_size=4", "bootstrap_samples=50")

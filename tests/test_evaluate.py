@@ -119,8 +119,9 @@ def test_torn_line_is_dropped(tmp_path):
 
 @pytest.mark.slow
 def test_checkpoint_and_exported_folder_give_the_same_predictions(tmp_path, compose):
-    import train
     from conftest import TINY
+
+    import train
 
     cfg = compose(*TINY)
     train.train(cfg)

@@ -5,10 +5,10 @@ folders both ways: tests/test_model_parity.py, which runs every pair.)"""
 
 import pytest
 import torch
+from tiny_models import FAMILY_PAIRS, TINY_DISTILBERT, encdec_config, mid_sequence_token, padded_batch, reference_model
 
 from encdec import EncoderDecoderConfig, EncoderDecoderModel
 from encdec.compat.configs import DistilBertConfig
-from tiny_models import FAMILY_PAIRS, TINY_DISTILBERT, encdec_config, mid_sequence_token, padded_batch, reference_model
 
 transformers = pytest.importorskip("transformers")
 

@@ -5,15 +5,22 @@ import json
 
 import pytest
 import torch
+from conftest import CONF
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-
-from conftest import CONF
-from encdec.base.hub import resolve_model_dir
 from tiny_models import (
-    BERT_GENERATION_IDS, TINY_BERT, TINY_DISTILBERT, TINY_ELECTRA, TINY_GPT2, TINY_ROBERTA, train_sentencepiece,
-    write_byte_level_bpe, write_vocab_txt,
+    BERT_GENERATION_IDS,
+    TINY_BERT,
+    TINY_DISTILBERT,
+    TINY_ELECTRA,
+    TINY_GPT2,
+    TINY_ROBERTA,
+    train_sentencepiece,
+    write_byte_level_bpe,
+    write_vocab_txt,
 )
+
+from encdec.base.hub import resolve_model_dir
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")

@@ -3,9 +3,9 @@ checkpointing) give the same loss and gradients as the plain path on padded batc
 
 import pytest
 import torch
+from tiny_models import PAIRS, encdec_config, padded_batch, train_losses
 
 from encdec import EncoderDecoderModel
-from tiny_models import PAIRS, encdec_config, padded_batch, train_losses
 
 
 def _loss_and_grads(model, batch, **kwargs):

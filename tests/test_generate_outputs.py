@@ -3,9 +3,9 @@ forced_bos/eos_token_id and a transformers GenerationConfig give transformers' r
 
 import pytest
 import torch
+from tiny_models import padded_batch, reference_model
 
 from encdec import EncoderDecoderModel
-from tiny_models import padded_batch, reference_model
 
 transformers = pytest.importorskip("transformers")
 

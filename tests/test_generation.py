@@ -3,9 +3,9 @@ beam search with every length and scoring rule; sampling reproducible; bad setti
 
 import pytest
 import torch
+from tiny_models import mid_sequence_token, padded_batch, reference_model, spread_weights
 
 from encdec import EncoderDecoderModel, GenerationConfig
-from tiny_models import mid_sequence_token, padded_batch, reference_model, spread_weights
 
 transformers = pytest.importorskip("transformers")
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF
 from omegaconf import OmegaConf
+from tiny_models import reference_model, spread_weights, summaries_one_by_one
 
 import encdec
-from conftest import CONF
 from encdec import EncoderDecoderModel, Summarizer, load_tokenizer
 from encdec.apps.cli import GENERATION_FLAGS
 from encdec.apps.cli import main as cli_main
-from tiny_models import reference_model, spread_weights, summaries_one_by_one
 
 pytest.importorskip("transformers")  # the tiny model's weights come from transformers' initialisation
 
@@ -199,7 +199,6 @@ def test_evaluate_dtype_and_batch_size(folder, tmp_path):
 def validation_predictions(folder: Path, tmp_path: Path, generation: dict) -> list[str]:
     """Seq2SeqModule(generation=...) validated by Lightning on DOCS; the predictions it logged."""
     import lightning as L
-
     from torch.utils.data import DataLoader
 
     from encdec.training.module import Seq2SeqModule

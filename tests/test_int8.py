@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_generation_settings import DOCS, evaluate, folder, reference  # noqa: F401  (fixture)
+from tiny_models import summaries_one_by_one
 from torch import nn
 
 import encdec
 from encdec import EncoderDecoderModel, Summarizer, load_tokenizer
 from encdec.apps.cli import main as cli_main
 from encdec.serving.int8 import quantize_int8
-from test_generation_settings import DOCS, evaluate, folder, reference  # noqa: F401  (fixture)
-from tiny_models import summaries_one_by_one
 
 
 def torch_int8(path) -> EncoderDecoderModel:
@@ -26,7 +26,7 @@ def torch_int8(path) -> EncoderDecoderModel:
     head = torch.ao.nn.quantized.dynamic.Linear(weight.shape[1], weight.shape[0], bias_=bias is not None)
     head.set_weight_bias(torch.quantize_per_tensor(weight, float(weight.abs().max()) / 127, 0, torch.qint8),
                          None if bias is None else bias.detach())
-    model.decoder.head.int8 = head
+    model.decoder.head.projection_override = head
     return model
 
 
@@ -43,7 +43,7 @@ def test_every_linear_layer_and_the_projection_are_int8(folder):  # noqa: F811
     model = quantize_int8(EncoderDecoderModel.from_pretrained(folder))
     assert not [name for name, m in model.named_modules() if type(m) is nn.Linear]
     weight = fp32.decoder.output_embeddings().detach()
-    projection = model.decoder.head.int8
+    projection = model.decoder.head.projection_override
     scale = float(weight.abs().max()) / 127
     assert (projection.weight().dequantize() - weight).abs().max() <= scale / 2 + 1e-7  # rounded to the grid
     ids = torch.tensor([[5, 9, 13, 40, 41]])

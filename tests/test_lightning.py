@@ -11,12 +11,15 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import models
 
 from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
+from encdec.serving.parts import special_ids
+from encdec.tokenization.tokenizer import Tokenizer
 from encdec.training.module import (
-    Seq2SeqModule, check_labels, collapsed, weight_decay_groups,
+    Seq2SeqModule,
+    check_labels,
+    collapsed,
+    weight_decay_groups,
 )
 from encdec.training.run_records import AtomicCheckpointIO, replace_atomically, wandb_mode
-from encdec.tokenization.tokenizer import Tokenizer
-from encdec.serving.parts import special_ids
 
 
 def tiny_model(**ids) -> EncoderDecoderModel:

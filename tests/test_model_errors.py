@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from tiny_models import encdec_config, padded_batch
 
 from encdec import EncoderDecoderModel
-from tiny_models import encdec_config, padded_batch
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 
 import pytest
 import torch
+from tiny_models import ALL_PAIRS, padded_batch, reference_model
 
 from encdec import EncoderDecoderModel
-from tiny_models import ALL_PAIRS, padded_batch, reference_model
 
 transformers = pytest.importorskip("transformers")
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, TINY
 
 PROBE = "+callbacks.probe._target_=tests.train_probes.RecordBatches"

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 from hydra import compose, initialize_config_dir
 from rouge_score import rouge_scorer
 
 import evaluate as evaluate_script
-from conftest import TINY
-from encdec.evaluation import plots
 from encdec.base.errors import UsageError
+from encdec.evaluation import plots
 
 pytest.importorskip("matplotlib")
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

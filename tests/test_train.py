@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF, TINY, run_train
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from conftest import CONF, TINY, run_train
 from encdec import EncoderDecoderModel
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))

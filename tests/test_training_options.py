@@ -11,14 +11,14 @@ from itertools import islice
 
 import pytest
 import torch
+from conftest import TINY, run_train
 from lightning import Trainer
 
-from conftest import TINY, run_train
 from encdec import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
 from encdec.data.batching import Columns, PairEncoder, ResumableBatches, token_budget_grouped
 from encdec.data.datamodule import SampleSource, Seq2SeqDataModule
-from encdec.training.module import Seq2SeqModule
 from encdec.tokenization.tokenizer import load_tokenizer
+from encdec.training.module import Seq2SeqModule
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -205,8 +205,8 @@ def test_module_label_smoothing_reaches_the_training_loss(compose):
 
 @pytest.mark.parametrize("value", ["1.0", "-0.1"])
 def test_label_smoothing_out_of_range_is_one_line(compose, value):
-    from encdec.base.errors import UsageError
     from encdec.apps.preflight import check_train_config
+    from encdec.base.errors import UsageError
 
     with pytest.raises(UsageError, match=rf"module.label_smoothing={value}: must be"):
         check_train_config(compose(*TINY, f"module.label_smoothing={value}"))

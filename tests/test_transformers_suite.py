@@ -7,10 +7,10 @@ under the same class names and weights (through single-model folders), then comp
 
 import pytest
 import torch
+from tiny_models import PAIRS, TINY_BERT, TINY_BERT_GENERATION, TINY_GPT2, TINY_ROBERTA, padded_batch, spread_weights
 
 import encdec
 from encdec.compat.outputs import BaseModelOutput
-from tiny_models import PAIRS, TINY_BERT, TINY_BERT_GENERATION, TINY_GPT2, TINY_ROBERTA, padded_batch, spread_weights
 
 transformers = pytest.importorskip("transformers")
 

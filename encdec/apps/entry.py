@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from encdec.base.errors import UsageError
+from encdec.base.errors import UsageError, one_line
 
 T = TypeVar("T")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -21,10 +21,6 @@ ENTRY_SCRIPTS = {PACKAGE_DIR.parent / "train.py", PACKAGE_DIR.parent / "evaluate
 # library (torch, Lightning, datasets) are not ours to shorten and keep their traceback.
 OWN_ERROR_TYPES = (ValueError, TypeError, OSError)
 USAGE_EXIT_STATUS = 2
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def unwrap(exc: BaseException) -> BaseException:

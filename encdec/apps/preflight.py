@@ -7,19 +7,16 @@ Every failure is one UsageError naming the key and the fix.
 
 from __future__ import annotations
 
-import csv
-import glob
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from encdec.base.errors import UsageError, not_text
+from encdec.base.errors import UsageError
+from encdec.data.files import check_local_split
+from encdec.serving.devices import DTYPE_NAMES, check_device, device_name
 
-LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 _ABSENT = object()
 
 
@@ -139,156 +136,7 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     check_local_split(data.source, cfg.split, (data.text_column, data.summary_column, data.get("id_column")))
 
 
-# ---------------------------------------------------------------------- data files
-
-
-def is_local_source(source: Any) -> bool:
-    target = str(source.get("_target_", ""))
-    return target.endswith("LocalSource") and not target.endswith("SampleSource")
-
-
-def split_files(source: Any, split: str) -> list[str]:
-    """The files of one split of a `data=local` source, globs expanded; every path must exist."""
-    key = f"data.source.files.{split}"
-    entry = (source.get("files") or {}).get(split)
-    if not entry:
-        raise UsageError(f"{key} is not set: point it at a json, jsonl, csv or parquet file ({key}=PATH).")
-    patterns = [str(entry)] if isinstance(entry, (str, os.PathLike)) else [str(p) for p in entry]
-    paths = []
-    for pattern in patterns:
-        expanded = os.path.expanduser(pattern)
-        found = sorted(glob.glob(expanded)) if any(c in expanded for c in "*?[") else [expanded] * os.path.isfile(expanded)
-        if not found:
-            raise UsageError(f"{key}: {pattern} does not exist (relative paths start at {os.getcwd()}).")
-        paths.extend(found)
-    file_format(paths, key)
-    return paths
-
-
-def file_format(paths: list[str], key: str = "data.source.files") -> str:
-    suffixes = {Path(p).suffix.lower() for p in paths}
-    formats = {LOCAL_FORMATS.get(s) for s in suffixes}
-    if None in formats or len(formats) != 1:
-        raise UsageError(f"{key}: data files must all be one of {', '.join(sorted(LOCAL_FORMATS))}; got {sorted(suffixes)}.")
-    return formats.pop()
-
-
-def check_local_split(source: Any, split: str, columns: tuple[str, str, str | None]) -> None:
-    """For `data=local`: the split's files exist and the first record has the named columns, with
-    text in the text and summary columns. Other sources are checked when they are opened."""
-    if not is_local_source(source):
-        return
-    paths = split_files(source, split)
-    found = first_record(paths[0])
-    if found is None and len(paths) == 1:
-        raise UsageError(f"data.source.files.{split}: {paths[0]} has no examples: the file is empty.")
-    if found is None:
-        return  # an empty first file of several: the data module counts them all
-    record, line = found
-    check_record(record, columns, f"{paths[0]} line {line}")
-
-
-def check_record(record: Any, columns: tuple[str, str, str | None], where: str) -> None:
-    names = ("data.text_column", "data.summary_column", "data.id_column")
-    if not isinstance(record, dict):
-        raise UsageError(f"{where}: a record must be a JSON object with named columns, not a {type(record).__name__}.")
-    missing = [f"{key}={col}" for key, col in zip(names, columns) if col is not None and col not in record]
-    if missing:
-        raise UsageError(
-            f"{where}: no column for {', '.join(missing)}; its columns are {sorted(record)}. Set "
-            "data.text_column / data.summary_column / data.id_column (id may be null)."
-        )
-    for key, col in zip(names[:2], columns[:2]):
-        if not_text(col, record[col]):
-            raise UsageError(f"{where}: {not_text(col, record[col])} ({key}); name the column that holds the text.")
-
-
-def first_record(path: str) -> tuple[Any, int] | None:
-    """The first record of a data file and where it is (its line; a csv's header is line 1, a
-    parquet file's first row counts as 1), cheaply: nothing after it is read."""
-    kind = file_format([path])
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(path)
-        table = parquet.read_row_group(0) if parquet.num_row_groups else None
-        return (table.slice(0, 1).to_pylist()[0], 1) if table is not None and table.num_rows else None
-    with open(path, encoding="utf-8", errors="replace", newline="" if kind == "csv" else None) as f:
-        if kind == "csv":
-            row = next(csv.DictReader(f), None)
-            return None if row is None else (row, 2)
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                if line.lstrip().startswith("["):  # one JSON array, not JSON lines
-                    return first_in_array(path)
-                return parse_json_line(path, number, line), number
-    return None
-
-
-def first_in_array(path: str) -> tuple[Any, int] | None:
-    try:
-        rows = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg}); repair the file.") from None
-    return (rows[0], 1) if rows else None
-
-
-def parse_json_line(path: str, number: int, line: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{path} line {number}: not valid JSON ({exc.msg}, column {exc.colno}); each line must be one "
-            "complete JSON object: repair or delete that line (a cut-off last line is usually an interrupted write)."
-        ) from None
-
-
-def find_bad_json_line(paths: list[str]) -> None:
-    """Raise the UsageError for the first line of JSON-lines files that is not a JSON object."""
-    for path in paths:
-        if Path(path).suffix.lower() not in LOCAL_FORMATS or LOCAL_FORMATS[Path(path).suffix.lower()] != "json":
-            continue
-        with open(path, encoding="utf-8", errors="replace") as f:
-            if f.read(1) == "[":
-                first_in_array(path)
-                continue
-            f.seek(0)
-            for number, line in enumerate(f, 1):
-                if line.strip() and not isinstance(parse_json_line(path, number, line), dict):
-                    raise UsageError(f"{path} line {number}: not a JSON object; each line must be one record {{...}}.")
-
-
-# ---------------------------------------------------------------------- devices and recipes
-
-
-# dtype names the serving paths take (torch dtypes of encdec.serving.summarizer.DTYPES); "int8" is encdec.serving.int8.
-DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-               "float16": "float16", "fp16": "float16"}
-
-
-def device_name(device: Any) -> Any:
-    """transformers pipelines' device numbers as torch names: 0, 1, ... (or "0") are CUDA devices,
-    -1 the CPU; anything else is passed on."""
-    if (isinstance(device, int) and not isinstance(device, bool)) or (isinstance(device, str) and device.lstrip("-").isdigit()):
-        return "cpu" if int(device) < 0 else f"cuda:{int(device)}"
-    return device
-
-
-def check_device(device: Any, key: str) -> Any:
-    """The torch name of `device` (see device_name); a CUDA device must exist in this PyTorch: a
-    CPU-only wheel has none (imports torch)."""
-    resolved = device_name(device)
-    name = str(resolved or "").lower()
-    if not (name.startswith("cuda") or name == "gpu"):
-        return resolved
-    import torch
-
-    if not torch.cuda.is_available():
-        why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "PyTorch sees no CUDA GPU"
-        meant = f" (CUDA device {resolved})" if resolved != device else ""
-        raise UsageError(f"{key}={device}{meant}: {why}; use cpu (or -1), or a CUDA build of torch on a machine "
-                         "with a GPU.")
-    return resolved
+# ---------------------------------------------------------------------- recipes
 
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "conf" / "experiment" / "quickstart.yaml"

@@ -1,4 +1,4 @@
-"""The project's own error type."""
+"""The project's own error type, and how entry points print an error: one line."""
 
 
 class UsageError(ValueError):
@@ -12,3 +12,8 @@ def not_text(column: str, value: object) -> str | None:
     if value is None or isinstance(value, str):
         return None
     return f"column {column!r} holds a {type(value).__name__} ({str(value)[:40]}), not text"
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line (what entry points print before exiting with status 2)."""
+    return " ".join(str(exc).split())

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from encdec.base.jsonfile import read_config_json
 from encdec.base.hub import resolve_model_dir
+from encdec.base.jsonfile import read_config_json
 from encdec.nn.config import FAMILIES, BackboneConfig
 
 

@@ -6,24 +6,23 @@ module instances, the forward that returns attentions / hidden states / a cache,
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from dataclasses import fields
-from pathlib import Path
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encdec.base.jsonfile import read_config_json
-from encdec.nn.backbone import Backbone
-from encdec.nn.config import RUNTIME_DEFAULTS, BackboneConfig, EncoderDecoderConfig, hf_aliases
 from encdec.compat.explicit import Cache, Trace, run_explicit
-from encdec.nn.layers import padding_mask
 from encdec.compat.outputs import Seq2SeqLMOutput
 from encdec.compat.pretrained import count_parameters, output_embeddings
 from encdec.compat.single_models import SingleModel, view
+from encdec.nn.backbone import Backbone
+from encdec.nn.config import RUNTIME_DEFAULTS, BackboneConfig, EncoderDecoderConfig, hf_aliases
+from encdec.nn.layers import padding_mask
+from encdec.nn.loss import logits_loss
 
 
 def compose(
@@ -108,7 +107,7 @@ def explicit_forward(
     logits = model.decoder.logits(hidden)
     loss = None
     if labels is not None:
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+        loss = logits_loss(logits, labels)
     return Seq2SeqLMOutput(
         loss=loss, logits=logits, past_key_values=cache if use_cache else None,
         decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,

@@ -93,7 +93,7 @@ def run_explicit(
         all_hidden.append(x)
 
         def self_fn(h: Tensor, layer=layer, i=i) -> Tensor:
-            q, k, v = (layer.self_attn._heads(p) for p in layer.self_attn.qkv(h).chunk(3, dim=-1))
+            q, k, v = layer.self_attn.self_qkv(h)
             if cache is not None:
                 k, v = cache.append(i, k, v)
             out, probs = eager_attention(layer.self_attn, q, k, v, mask)
@@ -101,15 +101,14 @@ def run_explicit(
             return out
 
         def cross_fn(h: Tensor, layer=layer, i=i) -> Tensor:
-            out, probs = eager_attention(layer.cross_attn, layer.cross_attn._heads(layer.cross_attn.q(h)),
-                                         *memory_kv[i], memory_mask)
+            out, probs = eager_attention(layer.cross_attn, layer.cross_attn.cross_query(h), *memory_kv[i], memory_mask)
             cross_probs.append(probs)
             return out
 
-        x = layer._sublayer(x, layer.self_attn_norm, self_fn)
+        x = layer.residual(x, layer.self_attn_norm, self_fn)
         if memory_kv is not None:
-            x = layer._sublayer(x, layer.cross_attn_norm, cross_fn)
-        x = layer._sublayer(x, layer.mlp_norm, layer.mlp)
+            x = layer.residual(x, layer.cross_attn_norm, cross_fn)
+        x = layer.residual(x, layer.mlp_norm, layer.mlp)
     if backbone.final_norm is not None:
         x = backbone.final_norm(x)
     trace = Trace(

@@ -14,23 +14,33 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encdec.nn.backbone import Backbone
-from encdec.checkpoints.keymaps import (
-    backbone_rules, canonical_single_model_keys, from_hf, load_checked, read_state_dict, report_warm_start, to_hf,
-    write_safetensors,
-)
-from encdec.nn.config import FAMILIES, BackboneConfig
-from encdec.compat.explicit import Cache, run_explicit
 from encdec.base.hub import resolve_model_dir
 from encdec.base.jsonfile import read_config_json
-from encdec.compat.pretrained import (
-    apply_load_options, cache_argument, count_parameters, output_embeddings, split_load_options,
+from encdec.checkpoints.keymaps import (
+    backbone_rules,
+    canonical_single_model_keys,
+    from_hf,
+    load_checked,
+    read_state_dict,
+    report_warm_start,
+    to_hf,
+    write_safetensors,
 )
-from encdec.nn.layers import padding_mask
+from encdec.compat.explicit import Cache, run_explicit
 from encdec.compat.outputs import BaseModelOutput, BaseModelOutputWithPooling, CausalLMOutput
+from encdec.compat.pretrained import (
+    apply_load_options,
+    cache_argument,
+    count_parameters,
+    output_embeddings,
+    split_load_options,
+)
+from encdec.nn.backbone import Backbone
+from encdec.nn.config import FAMILIES, BackboneConfig
+from encdec.nn.layers import padding_mask
+from encdec.nn.loss import logits_loss
 
 # transformers class name -> (model_type, has an LM head: a decoder), from the FAMILIES rows
 CLASSES: dict[str, tuple[str, bool]] = {
@@ -111,7 +121,7 @@ class SingleModel(nn.Module):
             logits = self.backbone.logits(hidden)
             loss = None
             if labels is not None:
-                loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1))
+                loss = logits_loss(logits[:, :-1], labels[:, 1:])
             out = CausalLMOutput(loss=loss, logits=logits, **parts)
         elif hasattr(self.backbone, "pooler"):
             pooled = self.backbone.pooler(hidden[:, 0]).tanh()

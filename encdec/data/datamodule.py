@@ -19,12 +19,19 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
+from encdec.base.errors import UsageError
+from encdec.base.ranks import rank_and_world
 from encdec.data.batching import (
-    Columns, EmptyExamples, FixedBatches, PairEncoder, ResumableBatches, evaluation_batches, rotate_rounds,
+    Columns,
+    EmptyExamples,
+    FixedBatches,
+    PairEncoder,
+    ResumableBatches,
+    evaluation_batches,
+    rotate_rounds,
     take_usable,
 )
-from encdec.base.errors import UsageError
-from encdec.apps.preflight import file_format, find_bad_json_line
+from encdec.data.files import file_format, find_bad_json_line
 from encdec.tokenization.tokenizer import Tokenizer
 
 logger = logging.getLogger("encdec")
@@ -152,12 +159,6 @@ class ResumableLoader(DataLoader):
         return rotate_rounds(batches, self.num_workers, self.first_worker)
 
 
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class Seq2SeqDataModule(LightningDataModule):
     """Batches for `Seq2SeqModule`; `position` bookkeeping makes mid-epoch checkpoints resumable."""
 
@@ -232,13 +233,13 @@ class Seq2SeqDataModule(LightningDataModule):
     def _train_stream(self) -> Any:
         from datasets.distributed import split_dataset_by_node
 
-        rank, world = _distributed()
+        rank, world = rank_and_world()
         ds = self._open("train")
         return split_dataset_by_node(ds, rank=rank, world_size=world) if world > 1 else ds
 
     def _build_val_batches(self) -> list[dict]:
         """The first val_examples usable records, dealt round-robin; every rank gets as many."""
-        rank, world = _distributed()
+        rank, world = rank_and_world()
         per_rank = max(1, self.val_examples // world)
         empties = EmptyExamples(self.columns, self.on_empty)
         records = take_usable(iter(self._open("validation")), per_rank * world, empties)
@@ -279,7 +280,7 @@ class Seq2SeqDataModule(LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Every rank's stream positions (gathered: only rank 0 writes the checkpoint)."""
-        rank, world = _distributed()
+        rank, world = rank_and_world()
         mine = {"num_workers": self.num_workers, "positions": copy.deepcopy(self.positions),
                 "last_worker": self.last_worker}
         if world == 1:
@@ -289,7 +290,7 @@ class Seq2SeqDataModule(LightningDataModule):
         return {"ranks": dict(enumerate(gathered)), "world_size": world}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        rank, world = _distributed()
+        rank, world = rank_and_world()
         if state.get("world_size") != world:
             logger.warning(
                 "The checkpoint's data positions are for %s ranks, this run has %s: the stream restarts "

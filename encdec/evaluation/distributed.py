@@ -17,17 +17,10 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from encdec.base.errors import UsageError
+from encdec.base.errors import UsageError, one_line
+from encdec.base.ranks import rank_and_world
 
 WAIT = timedelta(hours=12)  # a rank waits this long for the slowest one (its share can be long)
-
-
-def rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def barrier() -> None:
@@ -112,7 +105,6 @@ def _rank_main(rank: int, world: int, port: int, cfg: DictConfig, job: Callable,
     import torch
     import torch.distributed as dist
 
-    from encdec.apps.entry import one_line
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     cuda = str(cfg.device).startswith("cuda")

@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from encdec.base.errors import UsageError, not_text
 from encdec.evaluation.rouge import aggregate, format_table, score_pairs, split_sentences
+from encdec.serving.progress import Progress
 
 logger = logging.getLogger("encdec")
 
@@ -68,16 +68,6 @@ def text_value(record: dict, column: str, ident: str) -> str:
 def lead3(article: str) -> str:
     """The first three sentences of the article, one per line: the classic extractive baseline."""
     return "\n".join(split_sentences(article)[:3])
-
-
-def load_summarizer(model_path: str | os.PathLike, **kwargs: Any) -> Any:
-    """A Summarizer for an HF folder or Hub id, or for a train.py Lightning checkpoint (.ckpt)."""
-    from encdec.serving.parts import summarizer_from_checkpoint
-    from encdec.serving.summarizer import Summarizer
-
-    if str(model_path).endswith(".ckpt"):
-        return summarizer_from_checkpoint(Path(model_path), **kwargs)
-    return Summarizer.from_pretrained(model_path, **kwargs)
 
 
 def baseline(name: str) -> Callable[[list[Example]], list[str]]:
@@ -179,25 +169,6 @@ def length_sorted_batches(examples: list[Example], batch_size: int) -> list[list
     """Longest first, so the first batch shows the worst-case memory and padding stays small."""
     ordered = sorted(examples, key=lambda e: len(e.article), reverse=True)
     return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
-
-
-class Progress:
-    """One status line on stderr: done/total, examples/s, ETA."""
-
-    def __init__(self, total: int, already: int) -> None:
-        self.total, self.count, self.start_count = total, already, already
-        self.start = time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.count += n
-        rate = (self.count - self.start_count) / max(time.perf_counter() - self.start, 1e-9)
-        eta = (self.total - self.count) / rate if rate else float("inf")
-        sys.stderr.write(f"\r{self.count}/{self.total} examples | {rate:.2f} ex/s | ETA {eta:.0f}s ")
-        sys.stderr.flush()
-
-    def rate(self) -> float | None:
-        done = self.count - self.start_count
-        return done / (time.perf_counter() - self.start) if done else None
 
 
 def predict(

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from encdec.generation.state import Decoding
 from encdec.generation.processors import apply, build_processors
+from encdec.generation.state import Decoding
 
 
 def greedy_search(decoding: Decoding, plan, generator: torch.Generator | None = None, streamer: Any = None) -> Tensor:

@@ -99,7 +99,7 @@ def build_processors(plan, device: torch.device) -> list[Processor]:
     return out
 
 
-def extra_processors(plan: Any) -> list:
+def extra_processors(plan) -> list[Processor]:
     """Score rules for RULES in the plan's config (transformers' order: after the length rule)."""
     extra = plan.config.extra
     out = []

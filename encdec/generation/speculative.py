@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from encdec.generation.greedy import best, pad_id
 from encdec.generation.processors import apply, build_processors
 from encdec.generation.state import Decoding
-from encdec.generation.greedy import best, pad_id
 
 DRAFT = 1  # tokens drafted per row and pass: best on benchmarks/generate.py (docs/benchmarks.md)
 MATCH = 3  # longest suffix looked up in the source

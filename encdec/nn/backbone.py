@@ -14,7 +14,16 @@ from torch import Tensor, nn
 
 from encdec.nn.config import FAMILIES, BackboneConfig
 from encdec.nn.cpu_kernels import Dropout
-from encdec.nn.layers import Block, KVCache, activation, causal_mask, init_weights, padding_mask, run_layers, scaled_init
+from encdec.nn.layers import (
+    Block,
+    KVCache,
+    activation,
+    causal_mask,
+    init_weights,
+    padding_mask,
+    run_layers,
+    scaled_init,
+)
 from encdec.nn.packing import PackedMask, Packing
 
 
@@ -113,6 +122,9 @@ class LMHead(nn.Module):
             width = config.hidden_size
         self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if family.head_bias else None
         self.weight = None if config.tie_word_embeddings else nn.Parameter(torch.empty(config.vocab_size, width))
+        # A module that replaces the vocabulary projection for serving (int8: encdec.serving.int8); None: the
+        # floating-point projection above.
+        self.projection_override: nn.Module | None = None
 
     def transform(self, x: Tensor) -> Tensor:
         """The features the projection turns into logits."""
@@ -176,8 +188,8 @@ class Backbone(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         features, weight, bias = self.projection(hidden)
-        int8 = getattr(self.head, "int8", None)  # set by encdec.serving.int8 for dtype="int8" serving
-        return int8(features) if int8 is not None else nn.functional.linear(features, weight, bias)
+        override = self.head.projection_override
+        return override(features) if override is not None else nn.functional.linear(features, weight, bias)
 
     def projection(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """(features, weight, bias) with logits = features @ weight^T + bias, for fused losses."""

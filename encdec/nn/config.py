@@ -17,6 +17,7 @@ from typing import Any
 from encdec.base.hub import resolve_model_dir
 from encdec.base.jsonfile import read_config_json
 
+
 @dataclass(frozen=True)
 class Family:
     """How one checkpoint family differs from BERT, as values: the backbone reads these flags, and

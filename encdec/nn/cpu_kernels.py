@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-
 def random_int16(shape: torch.Size | tuple[int, ...], device: torch.device | None = None) -> Tensor:
     """Uniform int16 values over [-32768, 32767], four per int64 draw."""
     n = 1

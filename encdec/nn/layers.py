@@ -7,6 +7,7 @@ without cross-attention; the differences are flags, not subclasses.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -71,17 +72,26 @@ class Attention(nn.Module):
         self.out = nn.Linear(c, c)
         self.dropout = config.attention_probs_dropout_prob
 
-    def _heads(self, x: Tensor) -> Tensor:
+    def split_heads(self, x: Tensor) -> Tensor:
         """(B, T, C) -> (B, H, T, D); packed (N, C) -> (N, H, D)."""
         if x.dim() == 2:
             return x.view(x.shape[0], self.heads, -1)
         b, t, c = x.shape
         return x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
 
+    def self_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention queries, keys and values of x (B, T, C), each (B, H, T, D)."""
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
+    def cross_query(self, x: Tensor) -> Tensor:
+        """Cross-attention queries of x (B, T, C) or packed (N, C), split into heads."""
+        return self.split_heads(self.q(x))
+
     def project_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values of the encoder output: computed once per source."""
         k, v = self.kv(memory).chunk(2, dim=-1)
-        return self._heads(k), self._heads(v)
+        return self.split_heads(k), self.split_heads(v)
 
     def forward(
         self,
@@ -99,10 +109,9 @@ class Attention(nn.Module):
         if isinstance(mask, PackedMask):
             return self._packed(x, mask, memory_kv, dropout)
         if self.cross:
-            q = self._heads(self.q(x))
-            k, v = memory_kv
+            q, (k, v) = self.cross_query(x), memory_kv
         else:
-            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+            q, k, v = self.self_qkv(x)
             if cache is not None:
                 k, v = cache.update(pos, k, v)
         y = _attend(q, k, v, mask, dropout, causal and mask is None)
@@ -112,7 +121,7 @@ class Attention(nn.Module):
     def _packed(self, x: Tensor, mask: PackedMask, memory_kv: tuple[Tensor, Tensor] | None, dropout: float) -> Tensor:
         """Attention over packed tokens x (N, C); cross K/V come packed too, (N_src, H, D)."""
         if self.cross:
-            q, (k, v) = self._heads(self.q(x)), memory_kv
+            q, (k, v) = self.cross_query(x), memory_kv
         else:
             q, k, v = self.qkv(x).view(x.shape[0], 3, self.heads, -1).unbind(1)  # each (N, H, D)
         return self.out(packed_attention(q, k, v, mask, dropout).flatten(1))
@@ -158,7 +167,9 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(c, eps=eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def _sublayer(self, x: Tensor, norm: nn.LayerNorm, fn) -> Tensor:
+    def residual(self, x: Tensor, norm: nn.LayerNorm, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """One sub-layer `fn` with its residual, dropout and norm in this family's order; callers
+        that run attention their own way (encdec.compat.explicit) go through here too."""
         if self.pre_norm:
             return x + self.dropout(fn(norm(x)))
         return norm(x + self.dropout(fn(x)))
@@ -174,14 +185,14 @@ class Block(nn.Module):
         pos: int = 0,
         causal: bool = False,
     ) -> Tensor:
-        x = self._sublayer(
+        x = self.residual(
             x, self.self_attn_norm, lambda h: self.self_attn(h, mask, cache=cache, pos=pos, causal=causal)
         )
         if memory_kv is not None:
-            x = self._sublayer(
+            x = self.residual(
                 x, self.cross_attn_norm, lambda h: self.cross_attn(h, memory_mask, memory_kv=memory_kv)
             )
-        return self._sublayer(x, self.mlp_norm, self.mlp)
+        return self.residual(x, self.mlp_norm, self.mlp)
 
 
 def run_layers(

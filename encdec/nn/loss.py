@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
 CHUNK_BYTES = 30 << 20  # a chunk's fp32 logits stay under glibc's 32 MB mmap limit, so the
 # allocator reuses their memory instead of mapping (and page-faulting) fresh pages for each chunk
 
@@ -111,3 +110,10 @@ def _loss_and_grads(
     if grad_bias is not None:
         grad_bias.mul_(scale)
     return total * scale, (grad_rows.mul_(scale), grad_weight, grad_bias)
+
+
+def logits_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy of logits (..., V) in float32 over labels (...) that are not -100: the
+    loss of every path that keeps its logits (plain forward, explicit path, single-model LMs)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
+                           label_smoothing=label_smoothing)

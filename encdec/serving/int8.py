@@ -26,8 +26,8 @@ def quantize_int8(model: Any) -> Any:
         torch.ao.quantization.quantize_dynamic(model.float().eval(), {nn.Linear}, dtype=torch.qint8, inplace=True)
         for backbone in (model.encoder, model.decoder):
             if getattr(backbone, "head", None) is not None:
-                backbone.head.int8 = _projection(backbone)
-    model.int8 = True
+                backbone.head.projection_override = _projection(backbone)
+    model.quantized = "int8"
     return model
 
 

@@ -15,11 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-from omegaconf import DictConfig, OmegaConf
-
-from encdec.nn.config import MODEL_TYPES, BackboneConfig, EncoderDecoderConfig
 from encdec.model import EncoderDecoderModel
+from encdec.nn.config import MODEL_TYPES, BackboneConfig, EncoderDecoderConfig
 from encdec.tokenization.tokenizer import Tokenizer, load_tokenizer
 
 logger = logging.getLogger("encdec")
@@ -137,46 +134,3 @@ def export_model(parts: Any, folder: Path, generation: dict[str, Any]) -> Path:
         parts.tokenizer.save_pretrained(folder / "encoder_tokenizer")
         parts.decoder_tokenizer.save_pretrained(folder / "decoder_tokenizer")
     return folder
-
-
-def load_weights(model: torch.nn.Module, ckpt_path: str) -> None:
-    """Put the weights of a Lightning checkpoint (keys `model.*`) into a bare model."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-    own = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    model.load_state_dict(own)
-
-
-def export_best(cfg: DictConfig, parts: Seq2SeqParts, trainer: Any) -> dict[str, Any]:
-    """Write the HF folder (rank 0 only) from the best validated checkpoint; without one, from the
-    last weights, and say so."""
-    if not cfg.get("export_dir") or trainer.global_rank != 0:
-        return {"exported_model": None}
-    callback = trainer.checkpoint_callback
-    scored = callback is not None and callback.monitor is not None and callback.best_model_score is not None
-    best = callback.best_model_path if scored else ""
-    if best:
-        load_weights(parts.model, best)
-        weights = f"the best validated checkpoint: {Path(best).name}"
-    else:
-        weights = "the LAST weights: no validated checkpoint to choose from"
-        logger.warning("Exporting the last weights to %s: no validation produced a best checkpoint.", cfg.export_dir)
-    folder = export_model(parts, Path(cfg.export_dir), OmegaConf.to_container(cfg.generation))
-    return {"exported_model": str(folder), "exported_weights": weights}
-
-
-def summarizer_from_checkpoint(path: Path, **kwargs: Any) -> Any:
-    """Rebuild the run's model and tokenizers from the config the checkpoint carries, then load its
-    weights. Lightning checkpoints are pickles: load only ones you trust (your own runs)."""
-    from hydra.utils import instantiate
-
-    from encdec.serving.summarizer import Summarizer
-
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} not found.")
-    run_config = torch.load(path, map_location="cpu", weights_only=False).get("encdec_config")
-    if run_config is None:
-        raise ValueError(f"{path} carries no encdec run config; is it a checkpoint written by train.py?")
-    parts = instantiate(run_config["model"])
-    load_weights(parts.model, str(path))
-    parts.model.generation_config = generation_config(parts.model, run_config["generation"])
-    return Summarizer(parts.model, parts.tokenizer, parts.decoder_tokenizer, **kwargs)

@@ -17,8 +17,8 @@ import torch
 
 from encdec.base.hub import resolve_model_dir
 from encdec.model import EncoderDecoderModel
+from encdec.serving.devices import DTYPE_NAMES, check_device
 from encdec.serving.int8 import quantize_int8
-from encdec.apps.preflight import DTYPE_NAMES, check_device
 from encdec.tokenization.tokenizer import Tokenizer, load_tokenizer
 
 DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}

@@ -15,10 +15,10 @@ from typing import Any
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
-from encdec.nn.config import max_positions_of
 from encdec.base.hub import resolve_model_dir
-from encdec.tokenization.sentencepiece import SPM_FILES, Layout, load_spm_folder, spm_layout
+from encdec.nn.config import max_positions_of
 from encdec.tokenization.calls import Encoding, TokenizerAPI  # noqa: F401 - Encoding: its old import path
+from encdec.tokenization.sentencepiece import SPM_FILES, Layout, load_spm_folder, spm_layout
 
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Tokens a role takes when no config names one and the vocabulary holds it (BERT, RoBERTa, GPT-2).

@@ -19,8 +19,8 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
-from encdec.data.batching import LABEL_PAD
 from encdec.base.errors import UsageError
+from encdec.data.batching import LABEL_PAD
 from encdec.evaluation.rouge import ROUGE_TYPES, score_pairs
 from encdec.tokenization.tokenizer import Tokenizer
 

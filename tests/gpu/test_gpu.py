@@ -11,8 +11,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: tiny_models
 
-from encdec import EncoderDecoderModel  # noqa: E402
 from tiny_models import PAIRS, encdec_config, padded_batch  # noqa: E402
+
+from encdec import EncoderDecoderModel  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
