@@ -48,7 +48,10 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from encdec.apps.preflight import check_train_config, quickstart_notice
+    from encdec.base.renames import current_target, upgrade_targets
 
+    for old in upgrade_targets(cfg):  # a user's yaml written for the flat layout
+        log.warning("%s moved; using %s (update your config).", old, current_target(old))
     check_train_config(cfg)
     choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
     if notice := quickstart_notice(cfg, choices):

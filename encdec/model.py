@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from encdec.base.hub import resolve_model_dir
+from encdec.checkpoints.files import read_state_dict, write_safetensors
 from encdec.checkpoints.keymaps import (
     Rule,
     backbone_rules,
@@ -21,11 +22,9 @@ from encdec.checkpoints.keymaps import (
     load_checked,
     normalize_keys,
     prefixed,
-    read_state_dict,
     report_warm_start,
     to_hf,
     untied,
-    write_safetensors,
 )
 from encdec.compat.encoder_decoder import (
     TransformersAPI,

@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # train.py and tests.train_probes import from the repo root
+# tests/ mirrors encdec/ (tests/nn, tests/generation, ...); test modules that share helpers import
+# each other by bare name, wherever pytest collects them from.
+for _package in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and p.name != "__pycache__"):
+    if str(_package) not in sys.path:
+        sys.path.append(str(_package))
 
 # No test may touch the network; wandb goes offline by itself when it finds no credentials.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,4 +1,4 @@
-"""Weight files and the Hugging Face key maps.
+"""The Hugging Face key maps: our state-dict names <-> transformers', one layout per family.
 
 Our modules keep their own short names; HF names exist only in the `LAYOUTS` table, one row per
 family. A `Rule` maps one
@@ -8,28 +8,18 @@ transposed where GPT-2 stores Conv1D weights as (in, out).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from encdec.nn.config import BackboneConfig
 
 logger = logging.getLogger("encdec")
 
-WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-)
 # Buffers and tied duplicates that checkpoints carry and we derive instead.
 _DERIVED_SUFFIXES = (
     "position_ids", "embeddings.token_type_ids", "attn.bias", "attn.masked_bias",
@@ -43,63 +33,6 @@ class Rule:
     ours: str
     theirs: tuple[str, ...]
     transpose: bool = False
-
-
-# ---------------------------------------------------------------- reading and writing weight files
-
-
-def read_state_dict(folder: Path) -> dict[str, Tensor]:
-    """All tensors of a model folder: safetensors or .bin, single file or sharded with an index."""
-    for name in WEIGHT_FILES:
-        path = folder / name
-        if path.is_file():
-            if name.endswith(".index.json"):
-                shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-                return {k: v for shard in shards for k, v in _read_file(folder / shard).items()}
-            return _read_file(path)
-    raise FileNotFoundError(
-        f"No weights in {folder}: looked for {', '.join(WEIGHT_FILES)}. "
-        "Point to a folder written by save_pretrained (ours or transformers')."
-    )
-
-
-def _read_file(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"Weight shard {path} named in the index is missing; re-download the model.")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path} holds Python objects besides tensors; encdec loads .bin files with "
-            "torch.load(weights_only=True) so a checkpoint cannot run code. Convert it to safetensors "
-            "in a trusted environment."
-        ) from err
-    except (SafetensorError, RuntimeError, EOFError, OSError) as err:
-        raise ValueError(
-            f"Could not read {path}: the file is corrupt or truncated ({err}). Re-download or re-save it."
-        ) from err
-
-
-def _umask_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_safetensors(state: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write atomically (temp file + rename), so an interrupted save never leaves a broken file."""
-    state = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata or {"format": "pt"})
-        os.chmod(tmp, _umask_file_mode())  # mkstemp makes 0600; other files get the umask's mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ---------------------------------------------------------------- key maps, one table per family
@@ -165,7 +98,7 @@ def _gpt2_layer(i: int, p: str, cross: bool) -> list[Rule]:
 
 
 @dataclass(frozen=True)
-class Layout:
+class KeyLayout:
     """Where one family keeps each tensor in transformers' checkpoints."""
 
     base: str  # the attribute transformers' *ForCausalLM keeps the base model under
@@ -179,28 +112,28 @@ _BERT_EMBEDDINGS = {
     "word": "embeddings.word_embeddings", "position": "embeddings.position_embeddings",
     "token_type": "embeddings.token_type_embeddings", "norm": "embeddings.LayerNorm", "project": "embeddings_project",
 }
-_ROBERTA = Layout("roberta.", _bert_layer, _BERT_EMBEDDINGS, {
+_ROBERTA = KeyLayout("roberta.", _bert_layer, _BERT_EMBEDDINGS, {
     "head.dense": "lm_head.dense", "head.norm": "lm_head.layer_norm", "head.bias": "lm_head.bias",
     "head.weight": "lm_head.decoder.weight",
 })
 # One key map per family: the only place transformers' parameter names live.
-LAYOUTS: dict[str, Layout] = {
-    "bert": Layout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
+LAYOUTS: dict[str, KeyLayout] = {
+    "bert": KeyLayout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
         "head.dense": "cls.predictions.transform.dense", "head.norm": "cls.predictions.transform.LayerNorm",
         "head.bias": "cls.predictions.bias", "head.weight": "cls.predictions.decoder.weight",
     }),
     "roberta": _ROBERTA,
     "xlm-roberta": _ROBERTA,
     "camembert": _ROBERTA,
-    "bert-generation": Layout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
+    "bert-generation": KeyLayout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
         "head.bias": "lm_head.bias", "head.weight": "lm_head.decoder.weight",
     }),
-    "electra": Layout("electra.", _bert_layer, _BERT_EMBEDDINGS, {
+    "electra": KeyLayout("electra.", _bert_layer, _BERT_EMBEDDINGS, {
         "head.dense": "generator_predictions.dense", "head.norm": "generator_predictions.LayerNorm",
         "head.bias": "generator_lm_head.bias", "head.weight": "generator_lm_head.weight",
     }),
-    "distilbert": Layout("distilbert.", _distilbert_layer, _BERT_EMBEDDINGS),
-    "gpt2": Layout(
+    "distilbert": KeyLayout("distilbert.", _distilbert_layer, _BERT_EMBEDDINGS),
+    "gpt2": KeyLayout(
         "transformer.", _gpt2_layer, {"word": "wte", "position": "wpe"}, {"head.weight": "lm_head.weight"}, "ln_f"
     ),
 }

@@ -18,15 +18,14 @@ from torch import Tensor, nn
 
 from encdec.base.hub import resolve_model_dir
 from encdec.base.jsonfile import read_config_json
+from encdec.checkpoints.files import read_state_dict, write_safetensors
 from encdec.checkpoints.keymaps import (
     backbone_rules,
     canonical_single_model_keys,
     from_hf,
     load_checked,
-    read_state_dict,
     report_warm_start,
     to_hf,
-    write_safetensors,
 )
 from encdec.compat.explicit import Cache, run_explicit
 from encdec.compat.outputs import BaseModelOutput, BaseModelOutputWithPooling, CausalLMOutput

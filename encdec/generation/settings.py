@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from encdec.base.jsonfile import read_json
 from encdec.nn.config import EncoderDecoderConfig
 
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -94,7 +95,7 @@ class GenerationConfig:
     @classmethod
     def load(cls, folder: str | os.PathLike) -> GenerationConfig:
         path = Path(folder) / GENERATION_CONFIG_NAME
-        data = json.loads(path.read_text())
+        data = read_json(path)
         data.pop("transformers_version", None)
         data.pop("_from_model_config", None)
         return cls.from_dict(data)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from encdec.base.renames import upgrade_targets
 from encdec.serving.parts import generation_config
 from encdec.serving.summarizer import Summarizer
 
@@ -37,6 +38,7 @@ def summarizer_from_checkpoint(path: Path, **kwargs: Any) -> Any:
     run_config = torch.load(path, map_location="cpu", weights_only=False).get("encdec_config")
     if run_config is None:
         raise ValueError(f"{path} carries no encdec run config; is it a checkpoint written by train.py?")
+    upgrade_targets(run_config)  # checkpoints of the flat layout name encdec.parts.build_seq2seq
     parts = instantiate(run_config["model"])
     load_weights(parts.model, str(path))
     parts.model.generation_config = generation_config(parts.model, run_config["generation"])

@@ -110,7 +110,7 @@ def read_spm_model(path: Path) -> SpmModel:
 
 
 @dataclass(frozen=True)
-class Layout:
+class SpmLayout:
     """How a family places its special tokens around the SentencePiece vocabulary."""
 
     head: tuple[tuple[str, float], ...] = ()  # pieces placed before the SentencePiece ones
@@ -128,14 +128,14 @@ class Layout:
 
 _FAIRSEQ_SPECIALS = dict(bos="<s>", eos="</s>", unk="<unk>", sep="</s>", pad="<pad>", cls="<s>", mask="<mask>")
 SPM_LAYOUTS = {
-    "bert-generation": Layout(specials=dict(
+    "bert-generation": SpmLayout(specials=dict(
         bos="<s>", eos="</s>", unk="<unk>", pad="<pad>", sep="<::::>", cls=None, mask=None,
     ), slow=True),
-    "xlm-roberta": Layout(
+    "xlm-roberta": SpmLayout(
         head=(("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)), skip=3, tail=("<mask>",),
         unk_id=3, template=True, specials=_FAIRSEQ_SPECIALS, unigram=True,
     ),
-    "camembert": Layout(
+    "camembert": SpmLayout(
         head=(("<s>NOTUSED", 0.0), ("<pad>", 0.0), ("</s>NOTUSED", 0.0), ("<unk>", 0.0), ("<unk>NOTUSED", -100.0)),
         skip=1, tail=("<mask>",), unk_id=3, template=True, specials=_FAIRSEQ_SPECIALS, unigram=True,
     ),
@@ -147,7 +147,7 @@ SPM_CLASSES = {
 }
 
 
-def spm_layout(tokenizer_class: str | None, model_type: str | None, folder: Path | None = None) -> Layout | None:
+def spm_layout(tokenizer_class: str | None, model_type: str | None, folder: Path | None = None) -> SpmLayout | None:
     """The layout named by tokenizer_config.json, else by config.json's model_type; without a
     folder, None when neither names one (with a folder, that is an error)."""
     name = SPM_CLASSES.get(tokenizer_class or "") or (model_type if model_type in SPM_LAYOUTS else None)
@@ -163,7 +163,7 @@ def spm_layout(tokenizer_class: str | None, model_type: str | None, folder: Path
 # ---------------------------------------------------------------- the tokenizers pipeline
 
 
-def spm_backend(spm: SpmModel, layout: Layout) -> Backend:
+def spm_backend(spm: SpmModel, layout: SpmLayout) -> Backend:
     """A `tokenizers` pipeline that encodes and decodes as SentencePiece does, in the layout's ids."""
     vocab = [*layout.head, *((p, s) for p, s, _ in spm.pieces[layout.skip:]), *((t, 0.0) for t in layout.tail)]
     unk_id = spm.unk_id if layout.unk_id is None else layout.unk_id
@@ -189,7 +189,7 @@ def spm_backend(spm: SpmModel, layout: Layout) -> Backend:
 
 def load_spm_folder(
     folder: Path, tokenizer_class: str | None, model_type: str | None
-) -> tuple[Backend, Layout, Path] | None:
+) -> tuple[Backend, SpmLayout, Path] | None:
     """The folder's SentencePiece model as a pipeline in its family's layout (and the layout and
     file), or None when the folder has none. Control pieces become special tokens: SentencePiece
     never splits them from text and drops them when decoding."""

@@ -16,9 +16,10 @@ from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
 from encdec.base.hub import resolve_model_dir
+from encdec.base.jsonfile import read_json
 from encdec.nn.config import max_positions_of
 from encdec.tokenization.calls import Encoding, TokenizerAPI  # noqa: F401 - Encoding: its old import path
-from encdec.tokenization.sentencepiece import SPM_FILES, Layout, load_spm_folder, spm_layout
+from encdec.tokenization.sentencepiece import SPM_FILES, SpmLayout, load_spm_folder, spm_layout
 
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Tokens a role takes when no config names one and the vocabulary holds it (BERT, RoBERTa, GPT-2).
@@ -32,15 +33,11 @@ CONVENTIONAL = {
     "mask": ("[MASK]", "<mask>"),
 }
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", *SPM_FILES)
-DEFAULT_MAX_LENGTH = 512
+DEFAULT_MODEL_MAX_LENGTH = 512
 # Config keys that describe one saved copy, not the tokenizer; dropped when we save.
 _STALE_KEYS = (
     "added_tokens_decoder", "name_or_path", "tokenizer_file", "auto_map", "special_tokens_map_file"
 )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _token_text(value: Any) -> str | None:
@@ -52,14 +49,14 @@ def _token_text(value: Any) -> str | None:
 
 def read_tokenizer_config(folder: Path) -> dict[str, Any]:
     """tokenizer_config.json with special_tokens_map.json on top, as transformers reads them."""
-    config = _read_json(folder / "tokenizer_config.json")
-    config.update(_read_json(folder / "special_tokens_map.json"))
+    config = read_json(folder / "tokenizer_config.json", missing_ok=True)
+    config.update(read_json(folder / "special_tokens_map.json", missing_ok=True))
     return config
 
 
 def _model_type(folder: Path, config: dict[str, Any]) -> str:
     """Lower-case hint of the family ("roberta", "gpt2", "bert"), from either config file."""
-    model_config = _read_json(folder / "config.json")
+    model_config = read_json(folder / "config.json", missing_ok=True)
     return f"{model_config.get('model_type', '')} {config.get('tokenizer_class', '')}".lower()
 
 
@@ -109,8 +106,8 @@ def _byte_level_bpe(folder: Path, config: dict[str, Any], family: str) -> Backen
     return backend
 
 
-def _sentencepiece(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layout, Path] | None:
-    model_type = _read_json(folder / "config.json").get("model_type")
+def _sentencepiece(folder: Path, config: dict[str, Any]) -> tuple[Backend, SpmLayout, Path] | None:
+    model_type = read_json(folder / "config.json", missing_ok=True).get("model_type")
     return load_spm_folder(folder, config.get("tokenizer_class"), model_type)
 
 
@@ -126,7 +123,7 @@ def _add_saved_tokens(backend: Backend, config: dict[str, Any]) -> Backend:
     return backend
 
 
-def _build_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layout | None, Path | None]:
+def _build_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, SpmLayout | None, Path | None]:
     """Prefer tokenizer.json (exact pipeline); else rebuild it from older files, with the tokens
     transformers saved beside them."""
     spm_first = _reads_spm_first(config) and any((folder / name).is_file() for name in SPM_FILES)
@@ -142,7 +139,7 @@ def _reads_spm_first(config: dict[str, Any]) -> bool:
     return layout is not None and layout.slow
 
 
-def _rebuild_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, Layout | None, Path | None]:
+def _rebuild_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, SpmLayout | None, Path | None]:
     """The pipeline from vocab.txt, vocab.json + merges.txt or a SentencePiece model (then also its
     layout and file)."""
     if _reads_spm_first(config) and (built := _sentencepiece(folder, config)):
@@ -178,7 +175,7 @@ def _max_length(folder: Path, config: dict[str, Any]) -> int:
     value = config.get("model_max_length")
     if isinstance(value, (int, float)) and 0 < value < 1_000_000:
         return int(value)
-    return max_positions_of(_read_json(folder / "config.json")) or DEFAULT_MAX_LENGTH
+    return max_positions_of(read_json(folder / "config.json", missing_ok=True)) or DEFAULT_MODEL_MAX_LENGTH
 
 
 def _as_rows(ids: Any) -> list[list[int]]:
@@ -204,7 +201,7 @@ class Tokenizer(TokenizerAPI):
         self,
         backend: Backend,
         special_tokens: dict[str, str | None] | None = None,
-        model_max_length: int = DEFAULT_MAX_LENGTH,
+        model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
         clean_up_tokenization_spaces: bool = False,
         config: dict[str, Any] | None = None,
         strip_decoded: bool = False,

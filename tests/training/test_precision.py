@@ -121,13 +121,13 @@ def test_accumulation_weighs_every_label_token_equally(tmp_path):
 @pytest.mark.slow
 def test_ddp_step_weighs_every_label_token_equally(tmp_path):
     """2 gloo ranks x 2 accumulated micro-batches of different sizes: the same step as the token
-    mean over all four (tests/ddp_accumulation_probe.py runs the ranks)."""
+    mean over all four (tests/training/ddp_accumulation_probe.py runs the ranks)."""
     batches = [_micro_batch(3, 9, 12, 12, seed=1), _micro_batch(1, 5, 2, 12, seed=2),
                _micro_batch(2, 7, 5, 12, seed=3), _micro_batch(1, 6, 11, 12, seed=4)]
     torch.save(batches, tmp_path / "batches.pt")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "ddp_accumulation_probe.py"), str(tmp_path)],
+        [sys.executable, str(ROOT / "tests" / "training" / "ddp_accumulation_probe.py"), str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stderr[-4000:]

@@ -14,7 +14,7 @@ import evaluate as evaluate_script
 from encdec.base.errors import UsageError
 from encdec.evaluation.distributed import launch
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 ARGS = ("baseline=lead3", "limit=40", "batch_size=4", "bootstrap_samples=50")
 
 

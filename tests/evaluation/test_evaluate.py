@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 import evaluate as evaluate_script
 from encdec.evaluation.evaluate import PredictionStore
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def config(tmp_path, *overrides):

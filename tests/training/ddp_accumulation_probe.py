@@ -1,7 +1,7 @@
 """One optimizer step on 2 gloo ranks x 2 accumulated micro-batches, for
 test_precision.py::test_ddp_step_weighs_every_label_token_equally.
 
-Usage: python tests/ddp_accumulation_probe.py DIR. Reads DIR/batches.pt (four micro-batches; rank r
+Usage: python tests/training/ddp_accumulation_probe.py DIR. Reads DIR/batches.pt (four micro-batches; rank r
 takes batches 2r and 2r+1), trains with SGD at lr 1, and rank 0 writes DIR/step.pt: each
 parameter's change (before - after), which is the gradient the step used.
 """
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 from lightning import Trainer
-from test_precision import _no_dropout_model, sgd_module
+
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests/: conftest and tiny_models, as under pytest
+from test_precision import _no_dropout_model, sgd_module  # noqa: E402
 
 
 class RankBatches(torch.utils.data.Dataset):

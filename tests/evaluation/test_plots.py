@@ -16,7 +16,7 @@ from encdec.base.errors import UsageError
 from encdec.evaluation import plots
 
 pytest.importorskip("matplotlib")
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
