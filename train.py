@@ -84,7 +84,8 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("validate_before_training") and not cfg.get("ckpt_path"):
         trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    summary = finish_run(cfg.monitor, module, trainer, export_best(cfg, parts, trainer), run_dir, plots=cfg.get("plots", False))
+    summary = finish_run(cfg.monitor, module, trainer, export_best(cfg, parts, trainer), run_dir,
+                         plots=cfg.get("plots", False))
     return summary["best"]
 
 

@@ -133,7 +133,8 @@ def main() -> None:
     for lib, r in train.items():
         print(f"| train step bf16 | {lib} | {r['s']:.4f} | {r['tokens_per_s']:.0f} tok/s | {r['memory']:.0f} | "
               f"{r['flops'] / r['s'] / peak:.1%} | |")
-    print(f"| train step bf16 | **ratio** | | **{train['encdec']['tokens_per_s'] / train['transformers']['tokens_per_s']:.2f}x** | "
+    print(f"| train step bf16 | **ratio** | | "
+          f"**{train['encdec']['tokens_per_s'] / train['transformers']['tokens_per_s']:.2f}x** | "
           f"{train['encdec']['memory'] / train['transformers']['memory']:.2f}x | | |")
     for workload, settings in (("greedy", {}), ("beam 4 (CNN)", BEAM)):
         for m in models.values():
@@ -141,7 +142,8 @@ def main() -> None:
         results = {lib: time_generation(m, batch, settings, args) for lib, m in models.items()}
         same = sum(torch.equal(a, b) for a, b in zip(results["encdec"][1], results["transformers"][1]))
         for lib, (seconds, _) in results.items():
-            print(f"| {workload} | {lib} | {seconds:.3f} | {args.batch / seconds:.1f} docs/s | | | {same}/{args.batch} |")
+            print(f"| {workload} | {lib} | {seconds:.3f} | {args.batch / seconds:.1f} docs/s | | | "
+                  f"{same}/{args.batch} |")
         print(f"| {workload} | **ratio** | | **{results['transformers'][0] / results['encdec'][0]:.2f}x** | | | |")
 
 

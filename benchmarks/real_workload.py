@@ -186,7 +186,8 @@ def table(results: dict[tuple, dict]) -> str:
     for (library, mode, extra), run in results.items():
         ref = results["transformers", mode, "{}"]
         same = sum(a == b for a, b in zip(run["outputs"], ref["outputs"]))
-        name = library + (" (no speculation)" if "speculative" in extra else "") + (" int8, not exact" if "int8" in extra else "")
+        name = (library + (" (no speculation)" if "speculative" in extra else "")
+                + (" int8, not exact" if "int8" in extra else ""))
         rows.append([mode, name, f"{run['seconds']:.2f}", f"{run['docs'] / run['seconds']:.2f}",
                      f"{run['tokens'] / run['seconds']:.0f}", f"{ref['seconds'] / run['seconds']:.2f}x",
                      f"{run['cpu_s']:.2f} ({ref['cpu_s'] / run['cpu_s']:.2f}x)",
@@ -208,7 +209,8 @@ def int8_rouge(results: dict[tuple, dict], folder: str, docs: int) -> str:
             a, b = rouge_of(folder, docs, fp32["outputs"]), rouge_of(folder, docs, int8["outputs"])
             lines.append(f"{mode}: ROUGE-1/2/L fp32 {a['rouge1']:.2f}/{a['rouge2']:.2f}/{a['rougeL']:.2f}, "
                          f"int8 {b['rouge1']:.2f}/{b['rouge2']:.2f}/{b['rougeL']:.2f}; "
-                         f"{sum(x != y for x, y in zip(fp32['outputs'], int8['outputs']))} of {fp32['docs']} summaries differ")
+                         f"{sum(x != y for x, y in zip(fp32['outputs'], int8['outputs']))} of {fp32['docs']} "
+                         "summaries differ")
     return "\n".join(lines)
 
 

@@ -13,8 +13,9 @@ torch's plain default. encdec runs its training path (`return_logits=False`), tr
 standard `model(**batch).loss`. Tokens/s counts real (non-pad) source and target tokens. MFU is the
 model FLOPs of the real tokens per second over this machine's measured fp32 matmul peak. CPU s/step
 (process CPU time, all threads) is printed beside wall time: with one thread it is the compute time,
-unaffected by waiting for a core on a busy machine. `--repeats N` alternates the libraries N times and keeps each one's fastest run, which is the
-figure least disturbed by other work on a shared machine.
+unaffected by waiting for a core on a busy machine. `--repeats N` alternates the libraries N times
+and keeps each one's fastest run, which is the figure least disturbed by other work on a shared
+machine.
 """
 
 from __future__ import annotations

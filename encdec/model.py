@@ -163,7 +163,8 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
             raise ValueError("Pass input_ids (or inputs_embeds, or precomputed encoder_outputs).")
         past_key_values = cache_argument(past_key_values, cache)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
+                                else output_hidden_states)
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         use_cache = bool(use_cache) or past_key_values is not None
         if labels is not None:
@@ -302,8 +303,8 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         sequences = generate(self, input_ids, attention_mask, generation_config, record=record, **kwargs)
         return generate_output(self, input_ids, attention_mask, sequences, flags["output_scores"], record)
 
-    def compute_transition_scores(self, sequences: Tensor, scores: tuple[Tensor, ...], beam_indices: Tensor | None = None,
-                                  normalize_logits: bool = False) -> Tensor:
+    def compute_transition_scores(self, sequences: Tensor, scores: tuple[Tensor, ...],
+                                  beam_indices: Tensor | None = None, normalize_logits: bool = False) -> Tensor:
         """transformers' per-token scores of generate()'s output (encdec.compat.generate_extras)."""
         return transition_scores(sequences, scores, beam_indices, normalize_logits)
 
@@ -366,7 +367,8 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         for side, path in paths.items():
             if path is None and modules[side] is None:
                 raise ValueError(
-                    f"No {side}: pass {side}_pretrained_model_name_or_path (a folder or Hub id) or {side}_model=<module>."
+                    f"No {side}: pass {side}_pretrained_model_name_or_path (a folder or Hub id) "
+                    f"or {side}_model=<module>."
                 )
         dirs = {side: resolve_model_dir(p) for side, p in paths.items() if modules[side] is None}
         configs = {
@@ -393,8 +395,8 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json and model.safetensors in transformers' EncoderDecoderModel layout."""
         if self.quantized:
-            raise ValueError(f"This is a {self.quantized} serving copy (dtype={self.quantized}); save the floating-point "
-                             "model instead.")
+            raise ValueError(f"This is a {self.quantized} serving copy (dtype={self.quantized}); "
+                             "save the floating-point model instead.")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         hf = to_hf(self.state_dict(), self.hf_rules())

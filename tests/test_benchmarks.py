@@ -17,7 +17,8 @@ def test_gpu_benchmark_smoke_run_on_cpu():
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert [r.split("|")[1].strip() for r in rows if "ratio" in r] == ["train step bf16", "greedy", "beam 4 (CNN)"]
-    identical = [r.split("|")[7].strip() for r in rows if r.split("|")[4].strip().endswith(" docs/s") and "library" not in r]
+    identical = [r.split("|")[7].strip() for r in rows
+                 if r.split("|")[4].strip().endswith(" docs/s") and "library" not in r]
     assert len(identical) == 4 and all(i.endswith("/2") for i in identical)  # bf16 may flip near-ties
 
 

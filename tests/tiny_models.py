@@ -12,7 +12,8 @@ TINY_BERT = dict(
     vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
     intermediate_size=37, max_position_embeddings=64,
 )
-TINY_ROBERTA = dict(TINY_BERT, pad_token_id=1, bos_token_id=0, eos_token_id=2, max_position_embeddings=66, type_vocab_size=1)
+TINY_ROBERTA = dict(TINY_BERT, pad_token_id=1, bos_token_id=0, eos_token_id=2, max_position_embeddings=66,
+                    type_vocab_size=1)
 # Different width from the encoder, so enc_to_dec_proj is exercised.
 TINY_GPT2 = dict(vocab_size=99, n_embd=48, n_layer=2, n_head=4, n_positions=64, bos_token_id=98, eos_token_id=98)
 TINY_BERT_GENERATION = dict(TINY_BERT, pad_token_id=0, bos_token_id=2, eos_token_id=1)
@@ -25,9 +26,12 @@ ROBERTA_IDS = dict(decoder_start_token_id=0, pad_token_id=1, eos_token_id=2)
 # name -> (encoder family, encoder kwargs, decoder family, decoder kwargs, top-level kwargs)
 PAIRS = {
     "bert2bert": ("bert", TINY_BERT, "bert", TINY_BERT, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
-    "roberta2roberta": ("roberta", TINY_ROBERTA, "roberta", TINY_ROBERTA, dict(decoder_start_token_id=0, pad_token_id=1, eos_token_id=2)),
-    "bert2gpt2": ("bert", TINY_BERT, "gpt2", TINY_GPT2, dict(decoder_start_token_id=98, pad_token_id=98, eos_token_id=98)),
-    "bertshare": ("bert", TINY_BERT, "bert", TINY_BERT, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3, tie_encoder_decoder=True)),
+    "roberta2roberta": ("roberta", TINY_ROBERTA, "roberta", TINY_ROBERTA,
+                        dict(decoder_start_token_id=0, pad_token_id=1, eos_token_id=2)),
+    "bert2gpt2": ("bert", TINY_BERT, "gpt2", TINY_GPT2,
+                  dict(decoder_start_token_id=98, pad_token_id=98, eos_token_id=98)),
+    "bertshare": ("bert", TINY_BERT, "bert", TINY_BERT,
+                  dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3, tie_encoder_decoder=True)),
 }
 # The further families (tests/test_families.py), kept apart so the training and precision tests that
 # loop over PAIRS stay fast.
@@ -38,10 +42,14 @@ FAMILY_PAIRS = {
                      dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=1, tie_encoder_decoder=True)),
     "xlmr2xlmr": ("xlm-roberta", TINY_ROBERTA, "xlm-roberta", TINY_ROBERTA, ROBERTA_IDS),
     "camembert2camembert": ("camembert", TINY_ROBERTA, "camembert", TINY_ROBERTA, ROBERTA_IDS),
-    "electra2electra": ("electra", TINY_ELECTRA, "electra", TINY_ELECTRA, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
-    "distilbert2bert": ("distilbert", TINY_DISTILBERT, "bert", TINY_BERT, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
-    "xlmr2gpt2": ("xlm-roberta", TINY_ROBERTA, "gpt2", TINY_GPT2, dict(decoder_start_token_id=98, pad_token_id=98, eos_token_id=98)),
-    "electra2bert": ("electra", TINY_ELECTRA, "bert", TINY_BERT_WIDE, dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
+    "electra2electra": ("electra", TINY_ELECTRA, "electra", TINY_ELECTRA,
+                        dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
+    "distilbert2bert": ("distilbert", TINY_DISTILBERT, "bert", TINY_BERT,
+                        dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
+    "xlmr2gpt2": ("xlm-roberta", TINY_ROBERTA, "gpt2", TINY_GPT2,
+                  dict(decoder_start_token_id=98, pad_token_id=98, eos_token_id=98)),
+    "electra2bert": ("electra", TINY_ELECTRA, "bert", TINY_BERT_WIDE,
+                     dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)),
 }
 ALL_PAIRS = {**PAIRS, **FAMILY_PAIRS}
 # model_type -> the config class name, the same in transformers and encdec.

@@ -47,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in GENERATION_FLAGS.items():
         summarize.add_argument("--" + name.replace("_", "-"), type=kind, default=None, dest=name)
     summarize.add_argument("--batch-size", type=int, default=8)
-    summarize.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1; 0 and -1 as in transformers pipelines (default: cpu)")
-    summarize.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the model's); int8: dynamic int8 on the CPU, faster, not exact")
+    summarize.add_argument("--device", default=None,
+                           help="e.g. cpu, cuda, cuda:1; 0 and -1 as in transformers pipelines (default: cpu)")
+    summarize.add_argument("--dtype", default=None,
+                           help="float32, bfloat16 or float16 (default: the model's); "
+                                "int8: dynamic int8 on the CPU, faster, not exact")
     return parser
 
 
@@ -94,7 +97,8 @@ def run_summarize(args: argparse.Namespace) -> int:
         return fail(exc)
     bar = Progress(len(documents), 0) if len(documents) > args.batch_size else None
     try:
-        summaries = summarizer(documents, progress=bar and (lambda done, total: bar.update(done - bar.count)), **overrides)
+        summaries = summarizer(documents, progress=bar and (lambda done, total: bar.update(done - bar.count)),
+                               **overrides)
     except ValueError as exc:  # bad generation settings
         return fail(exc)
     if bar is not None:

@@ -94,7 +94,8 @@ def check_numbers(cfg: DictConfig, rules: list[Number]) -> None:
             raise UsageError(f"{rule.key}={value!r}: {problem} (e.g. {rule.key}={rule.example}).")
     low, high = (OmegaConf.select(cfg, f"generation.{k}", default=None) for k in ("min_length", "max_length"))
     if low is not None and high is not None and low > high:
-        raise UsageError(f"generation.min_length={low} > generation.max_length={high}: lower min_length or raise max_length.")
+        raise UsageError(f"generation.min_length={low} > generation.max_length={high}: "
+                         "lower min_length or raise max_length.")
 
 
 def check_choices(cfg: DictConfig) -> None:

@@ -22,7 +22,8 @@ def read_json(path: Path, *, missing_ok: bool = False) -> dict[str, Any]:
         raise UsageError(f"{path} is not valid JSON ({exc}); restore it from the source it was copied from "
                          "or save the model again.") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{path} holds a JSON {type(data).__name__}, not an object; restore it or save the model again.")
+        raise UsageError(f"{path} holds a JSON {type(data).__name__}, not an object; "
+                         "restore it or save the model again.")
     return data
 
 

@@ -41,7 +41,8 @@ def compose(
     if decoder is not None and not (decoder.config.is_decoder and decoder.config.add_cross_attention):
         raise ValueError(
             "The decoder module has no cross-attention: build it from a config with is_decoder=True and "
-            "add_cross_attention=True (e.g. BertLMHeadModel(BertConfig(..., is_decoder=True, add_cross_attention=True)))."
+            "add_cross_attention=True "
+            "(e.g. BertLMHeadModel(BertConfig(..., is_decoder=True, add_cross_attention=True)))."
         )
     return config, encoder, decoder
 
@@ -98,7 +99,8 @@ def explicit_forward(
             cache.cross_kv = memory_kv
     past = cache.get_seq_length() if cache is not None else 0
     if cache_position is not None and int(cache_position.reshape(-1)[0]) != past:
-        raise ValueError(f"cache_position starts at {int(cache_position.reshape(-1)[0])} but past_key_values hold {past} tokens.")
+        raise ValueError(f"cache_position starts at {int(cache_position.reshape(-1)[0])} but past_key_values hold "
+                         f"{past} tokens.")
     x = model.decoder.embeddings(decoder_input_ids, None, past, inputs_embeds=decoder_inputs_embeds)
     hidden, dec = run_explicit(
         model.decoder, x, decoder_attention_mask, memory_kv=memory_kv, memory_mask=padding_mask(attention_mask),

@@ -22,7 +22,8 @@ def cache_argument(past_key_values: Any, cache: Any) -> Any:
 
 
 def output_embeddings(decoder: Backbone) -> SimpleNamespace:
-    """The vocabulary projection: `.weight` (V, C), the word embeddings unless tie_word_embeddings=False, and `.bias`."""
+    """The vocabulary projection: `.weight` (V, C), the word embeddings unless tie_word_embeddings=False, and
+    `.bias`."""
     return SimpleNamespace(weight=decoder.output_embeddings(), bias=decoder.head.bias)
 
 
@@ -41,7 +42,8 @@ _LOAD_OPTIONS = ("dtype", "torch_dtype", "device_map", "attn_implementation", "o
 
 def split_load_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """from_pretrained's kwargs -> (loading options, config overrides)."""
-    return {k: v for k, v in kwargs.items() if k in _LOAD_OPTIONS}, {k: v for k, v in kwargs.items() if k not in _LOAD_OPTIONS}
+    return ({k: v for k, v in kwargs.items() if k in _LOAD_OPTIONS},
+            {k: v for k, v in kwargs.items() if k not in _LOAD_OPTIONS})
 
 
 def apply_load_options(model: nn.Module, options: dict[str, Any]) -> nn.Module:
@@ -51,12 +53,14 @@ def apply_load_options(model: nn.Module, options: dict[str, Any]) -> nn.Module:
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype, None)
         if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"dtype {options.get('dtype', options.get('torch_dtype'))!r} is not a torch dtype; use e.g. torch.float16.")
+            raise ValueError(f"dtype {options.get('dtype', options.get('torch_dtype'))!r} is not a torch dtype; "
+                             "use e.g. torch.float16.")
     if isinstance(dtype, torch.dtype):
         model.to(dtype)
     device = options.get("device_map")
     if isinstance(device, dict):
-        raise ValueError("device_map as a dict (layers split over devices) is not supported; pass one device, e.g. 'cuda:0'.")
+        raise ValueError("device_map as a dict (layers split over devices) is not supported; "
+                         "pass one device, e.g. 'cuda:0'.")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device is not None:

@@ -100,12 +100,15 @@ class SingleModel(nn.Module):
         past_key_values = cache_argument(past_key_values, cache)
         cache = past_key_values if past_key_values is not None else (Cache() if use_cache else None)
         past = cache.get_seq_length() if cache is not None else 0
-        x = self.backbone.embeddings(input_ids, token_type_ids, past, position_ids=position_ids, inputs_embeds=inputs_embeds)
+        x = self.backbone.embeddings(input_ids, token_type_ids, past, position_ids=position_ids,
+                                     inputs_embeds=inputs_embeds)
         memory_kv = None
         if encoder_hidden_states is not None:
             if not config.add_cross_attention:
-                raise ValueError("encoder_hidden_states needs cross-attention: build the config with add_cross_attention=True.")
-            memory_kv = cache.cross_kv if cache is not None and cache.cross_kv else self.backbone.cross_kv(encoder_hidden_states)
+                raise ValueError("encoder_hidden_states needs cross-attention: "
+                                 "build the config with add_cross_attention=True.")
+            memory_kv = (cache.cross_kv if cache is not None and cache.cross_kv
+                         else self.backbone.cross_kv(encoder_hidden_states))
             if cache is not None:
                 cache.cross_kv = memory_kv
         hidden, trace = run_explicit(
@@ -185,8 +188,10 @@ class SingleModel(nn.Module):
 
 
 def _named(name: str, model_type: str, lm_head: bool) -> type[SingleModel]:
-    doc = f"transformers' {name}: a {model_type} {'decoder with an LM head' if lm_head else 'encoder'} (encdec Backbone)."
-    return type(name, (SingleModel,), {"model_type": model_type, "lm_head": lm_head, "__doc__": doc, "__module__": __name__})
+    doc = (f"transformers' {name}: a {model_type} {'decoder with an LM head' if lm_head else 'encoder'} "
+           "(encdec Backbone).")
+    return type(name, (SingleModel,),
+                {"model_type": model_type, "lm_head": lm_head, "__doc__": doc, "__module__": __name__})
 
 
 globals().update({name: _named(name, *row) for name, row in CLASSES.items()})

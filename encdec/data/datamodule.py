@@ -95,7 +95,8 @@ class LocalSource:
 
     def _paths(self, split: str) -> list[str]:
         if split not in self.files:
-            raise UsageError(f"No files for split {split!r}: set data.source.files.{split}=PATH (it has {sorted(self.files)}).")
+            raise UsageError(f"No files for split {split!r}: set data.source.files.{split}=PATH "
+                             f"(it has {sorted(self.files)}).")
         paths = [str(Path(p).expanduser()) for p in self.files[split]]
         missing = [p for p in paths if not any(c in p for c in "*?[") and not os.path.exists(p)]
         if missing:

@@ -31,7 +31,8 @@ def split_files(source: Any, split: str) -> list[str]:
     paths = []
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
-        found = sorted(glob.glob(expanded)) if any(c in expanded for c in "*?[") else [expanded] * os.path.isfile(expanded)
+        found = (sorted(glob.glob(expanded)) if any(c in expanded for c in "*?[")
+                 else [expanded] * os.path.isfile(expanded))
         if not found:
             raise UsageError(f"{key}: {pattern} does not exist (relative paths start at {os.getcwd()}).")
         paths.extend(found)
@@ -43,7 +44,8 @@ def file_format(paths: list[str], key: str = "data.source.files") -> str:
     suffixes = {Path(p).suffix.lower() for p in paths}
     formats = {LOCAL_FORMATS.get(s) for s in suffixes}
     if None in formats or len(formats) != 1:
-        raise UsageError(f"{key}: data files must all be one of {', '.join(sorted(LOCAL_FORMATS))}; got {sorted(suffixes)}.")
+        raise UsageError(f"{key}: data files must all be one of {', '.join(sorted(LOCAL_FORMATS))}; "
+                         f"got {sorted(suffixes)}.")
     return formats.pop()
 
 

@@ -48,7 +48,8 @@ def read_examples(
                 "data.text_column / data.summary_column / data.id_column (null for none)."
             )
         ident = str(record[id_column]) if id_column else str(i)
-        examples.append(Example(ident, text_value(record, text_column, ident), text_value(record, summary_column, ident)))
+        examples.append(Example(ident, text_value(record, text_column, ident),
+                                text_value(record, summary_column, ident)))
     if not examples:
         raise UsageError("The split has no examples to evaluate; check the split name and the data files.")
     return examples
@@ -214,7 +215,8 @@ def score(
     return aggregate(pairs, n_samples=bootstrap_samples), pairs
 
 
-def write_plots(examples: list[Example], predictions: dict[str, str], pairs: list[dict[str, Any]], folder: Path) -> Path:
+def write_plots(examples: list[Example], predictions: dict[str, str], pairs: list[dict[str, Any]],
+                folder: Path) -> Path:
     """plots.png: the per-example ROUGE-2 spread and predicted vs reference lengths."""
     from encdec.evaluation.plots import evaluation_figure, save
 

@@ -1,1 +1,2 @@
-"""Settings, score rules, decoding state, greedy, beam and speculative search, generate(). Imports encdec.nn and encdec.base."""
+"""Settings, score rules, decoding state, greedy, beam and speculative search, generate().
+Imports encdec.nn and encdec.base."""

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from encdec.generation.processors import apply, build_processors
+from encdec.generation.settings import Plan
 from encdec.generation.state import Decoding
 
 NEG = -1.0e9  # the "never pick this" offset transformers adds; kept identical so ties break alike
@@ -40,7 +41,7 @@ class Beams:
     done_paths: Tensor | None = None
 
     @classmethod
-    def start(cls, batch: int, plan, fill: int, device: torch.device, paths: bool = False) -> Beams:
+    def start(cls, batch: int, plan: Plan, fill: int, device: torch.device, paths: bool = False) -> Beams:
         k, length = plan.num_beams, plan.max_length
         seqs = torch.full((batch, k, length), fill, dtype=torch.long, device=device)
         seqs[:, :, 0] = plan.start_id
@@ -75,7 +76,7 @@ class SearchRecord:
     beam_indices: Tensor | None = None
 
 
-def beam_search(decoding: Decoding, plan, generator: torch.Generator | None = None,
+def beam_search(decoding: Decoding, plan: Plan, generator: torch.Generator | None = None,
                 record: SearchRecord | None = None) -> Tensor:
     """(B * num_return_sequences, L) ids: each source's best hypotheses, best first."""
     device = decoding.caches[0].k.device
@@ -102,7 +103,7 @@ def beam_search(decoding: Decoding, plan, generator: torch.Generator | None = No
     return _output(results, plan, record)
 
 
-def _done(beams: Beams, plan) -> Tensor:
+def _done(beams: Beams, plan: Plan) -> Tensor:
     """(b,) sources whose finished hypotheses can no longer change."""
     full = beams.done_flags.all(dim=1) & (plan.early_stopping is True)
     return ~beams.improvable[:, 0] | full
@@ -121,7 +122,7 @@ def _follow(decoding: Decoding, beams: Beams, parents: Tensor, done: Tensor) -> 
         decoding.keep(rows.view(b, k)[keep].reshape(-1), keep)
 
 
-def _advance(beams: Beams, log_probs: Tensor, length: int, eos: Tensor, plan, generator) -> Tensor:
+def _advance(beams: Beams, log_probs: Tensor, length: int, eos: Tensor, plan: Plan, generator) -> Tensor:
     """One step: pick continuations, move the running beams, record finished hypotheses.
     Returns each new beam's parent beam (b, K)."""
     b, k, vocab = beams.ids.numel(), plan.num_beams, log_probs.shape[-1]
@@ -184,7 +185,7 @@ def _record_finished(beams: Beams, candidates: Tensor, paths: Tensor | None, val
         beams.done_paths = _take(torch.cat((beams.done_paths, paths), dim=1), best)
 
 
-def _update_improvable(beams: Beams, length: int, plan) -> None:
+def _update_improvable(beams: Beams, length: int, plan: Plan) -> None:
     """Can the best running beam still beat the worst finished hypothesis? Its final length is
     guessed as the current one, or as max_length with early_stopping="never" and a positive
     length_penalty."""
@@ -203,7 +204,7 @@ def _retire(beams: Beams, which: Tensor, results: Beams) -> None:
             getattr(results, name)[rows] = getattr(beams, name)[which]
 
 
-def _output(results: Beams, plan, record: SearchRecord | None) -> Tensor:
+def _output(results: Beams, plan: Plan, record: SearchRecord | None) -> Tensor:
     """The num_return_sequences best of each source, cut to the longest one returned."""
     n = plan.num_return_sequences
     longest = int(results.done_lengths[:, :n].max())
@@ -213,7 +214,7 @@ def _output(results: Beams, plan, record: SearchRecord | None) -> Tensor:
     return results.done_seqs[:, :n].reshape(-1, results.done_seqs.shape[2])[:, : 1 + longest]
 
 
-def _fill_value(plan) -> int:
+def _fill_value(plan: Plan) -> int:
     """What follows EOS in the output: transformers' beam search fills with the pad id, but with
     the first EOS id when the pad id is 0 (its `pad or eos` test reads 0 as unset), and -1 when
     there is no EOS id."""

@@ -33,7 +33,8 @@ def generate(
     for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask)):
         if value is not None and not isinstance(value, Tensor):
             raise TypeError(f"generate() takes {name} as a tensor, got {type(value).__name__}: tokenize with "
-                            "padding=True, return_tensors='pt' (the tokenizer returns lists by default, as transformers').")
+                            "padding=True, return_tensors='pt' "
+                            "(the tokenizer returns lists by default, as transformers').")
     plan = resolve(_base_config(model, generation_config), kwargs, decoder_positions(model.config.decoder))
     if record is not None:
         record.plan = plan

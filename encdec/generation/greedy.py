@@ -8,10 +8,12 @@ import torch
 from torch import Tensor
 
 from encdec.generation.processors import apply, build_processors
+from encdec.generation.settings import Plan
 from encdec.generation.state import Decoding
 
 
-def greedy_search(decoding: Decoding, plan, generator: torch.Generator | None = None, streamer: Any = None) -> Tensor:
+def greedy_search(decoding: Decoding, plan: Plan, generator: torch.Generator | None = None,
+                  streamer: Any = None) -> Tensor:
     """Greedy search, or sampling with do_sample=True: (B * num_return_sequences, L) ids. A row
     that emits EOS leaves the batch; its remaining positions hold the pad id."""
     if plan.num_return_sequences > 1:
@@ -57,6 +59,6 @@ def _sample(scores: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
-def pad_id(plan) -> int:
+def pad_id(plan: Plan) -> int:
     """Finished rows hold the pad id, or 0 when the model has none (as transformers pads)."""
     return plan.pad_id if plan.pad_id is not None else 0

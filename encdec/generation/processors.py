@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from encdec.generation.settings import Plan
+
 Processor = Callable[[Tensor, Tensor], Tensor]  # (sequences (N, T), scores (N, V)) -> scores
 # transformers' options kept in GenerationConfig.extra, applied by `extra_processors`.
 RULES = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id")
@@ -83,7 +85,7 @@ def top_p(p: float, keep: int, seqs: Tensor, scores: Tensor) -> Tensor:
     return scores.masked_fill_(drop.scatter(1, order, drop), float("-inf"))
 
 
-def build_processors(plan, device: torch.device) -> list[Processor]:
+def build_processors(plan: Plan, device: torch.device) -> list[Processor]:
     """The rules this plan asks for, in transformers' order: penalties and bans first, then (when
     sampling) temperature, top-k and top-p."""
     out: list[Processor] = []
@@ -99,7 +101,7 @@ def build_processors(plan, device: torch.device) -> list[Processor]:
     return out
 
 
-def extra_processors(plan) -> list[Processor]:
+def extra_processors(plan: Plan) -> list[Processor]:
     """Score rules for RULES in the plan's config (transformers' order: after the length rule)."""
     extra = plan.config.extra
     out = []
@@ -134,7 +136,7 @@ def force_at(length: int, tokens: list[int], seqs: Tensor, scores: Tensor) -> Te
     return scores
 
 
-def _sampling_filters(plan) -> list[Processor]:
+def _sampling_filters(plan: Plan) -> list[Processor]:
     # Beam sampling must keep a non-EOS candidate alive for each beam.
     keep = len(plan.eos_ids) + 1 if plan.num_beams > 1 else 1
     out: list[Processor] = []

@@ -35,7 +35,7 @@ class GenerationConfig:
     min_length: int = 0  # counts the start token: EOS is banned while the sequence is shorter
     min_new_tokens: int | None = None  # wins over min_length
     num_beams: int = 1
-    early_stopping: bool | str = False  # True, False or "never" (see beam_search.py)
+    early_stopping: bool | str = False  # True, False or "never" (see generation/beam.py)
     length_penalty: float = 1.0  # finished beams score sum_logprobs / length ** length_penalty
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
@@ -112,20 +112,31 @@ def field_names() -> set[str]:
 
 @dataclass
 class Plan:
-    """A resolved GenerationConfig: lengths made absolute, special ids filled in, checked."""
+    """A resolved GenerationConfig, what every search reads: lengths made absolute, special ids
+    filled in, every value checked."""
 
-    config: GenerationConfig
-    max_length: int
+    config: GenerationConfig  # what it was resolved from (its `extra` holds transformers' rules)
+    max_length: int  # counts the start token
     min_length: int
     start_id: int
     eos_ids: list[int]
     pad_id: int | None
+    num_beams: int
+    num_return_sequences: int
+    do_sample: bool
+    early_stopping: bool | str
+    length_penalty: float
+    no_repeat_ngram_size: int
+    repetition_penalty: float
+    temperature: float
+    top_k: int
+    top_p: float
+    speculative: bool
 
-    def __getattr__(self, name: str) -> Any:
-        """The remaining settings (num_beams, ...) read through to the config."""
-        if name.startswith("__") or "config" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self.config, name)
+
+# The settings a Plan copies from the config as they are.
+_SEARCH_SETTINGS = ("num_beams", "num_return_sequences", "do_sample", "early_stopping", "length_penalty",
+                    "no_repeat_ngram_size", "repetition_penalty", "temperature", "top_k", "top_p", "speculative")
 
 
 def resolve(base: GenerationConfig, kwargs: dict[str, Any], max_positions: int) -> Plan:
@@ -140,7 +151,8 @@ def resolve(base: GenerationConfig, kwargs: dict[str, Any], max_positions: int) 
             "decoder_start_token_id is not set: set model.config.decoder_start_token_id (e.g. to "
             "tokenizer.cls_token_id for BERT) or pass decoder_start_token_id=... to generate."
         )
-    plan = Plan(config, _max_length(config, kwargs), _min_length(config), int(start), eos_ids, pad)
+    plan = Plan(config, _max_length(config, kwargs), _min_length(config), int(start), eos_ids, pad,
+                **{name: getattr(config, name) for name in _SEARCH_SETTINGS})
     validate(plan, max_positions)
     return plan
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from encdec.generation.greedy import best, pad_id
 from encdec.generation.processors import apply, build_processors
+from encdec.generation.settings import Plan
 from encdec.generation.state import Decoding
 
 DRAFT = 1  # tokens drafted per row and pass: best on benchmarks/generate.py (docs/benchmarks.md)
@@ -24,10 +25,10 @@ MATCH = 3  # longest suffix looked up in the source
 MIN_MATCH = 2
 
 
-def enabled(plan, config) -> bool:
+def enabled(plan: Plan, config) -> bool:
     """On by default for greedy search (not sampling, one sequence per input) when encoder and
     decoder share a vocabulary, so that source ids are decoder ids; `speculative=False` turns it off.
-    transformers' extra rules (bad_words_ids, forced tokens: encdec.compat.generate_extras) run on plain
+    transformers' extra rules (bad_words_ids, forced tokens: processors.extra_processors) run on plain
     greedy search, whose rules see one length for the whole batch."""
     return bool(
         plan.speculative and plan.num_beams == 1 and not plan.do_sample and plan.num_return_sequences == 1
@@ -100,14 +101,16 @@ def draft(seqs: Tensor, lengths: Tensor, source: Tensor, source_lengths: Tensor,
     return drafts, count
 
 
-def speculative_greedy(decoding: Decoding, plan, source: Tensor, source_mask: Tensor | None, k: int | None = None) -> Tensor:
+def speculative_greedy(decoding: Decoding, plan: Plan, source: Tensor, source_mask: Tensor | None,
+                       k: int | None = None) -> Tensor:
     """Greedy search's output (B, L), drafting from `source` (B, S) (real where source_mask is 1).
     The decoding's caches must hold max_length - 1 + k positions."""
     k = DRAFT if k is None else k
     decoding.caches = [Ragged(c.k, c.v) for c in decoding.caches]
     device = source.device
     rows = source.shape[0]
-    source_lengths = source_mask.sum(dim=1) if source_mask is not None else torch.full((rows,), source.shape[1], device=device)
+    source_lengths = (source_mask.sum(dim=1) if source_mask is not None
+                      else torch.full((rows,), source.shape[1], device=device))
     out = torch.full((rows, plan.max_length + k), pad_id(plan), dtype=torch.long, device=device)
     out[:, 0] = plan.start_id
     alive = torch.arange(rows, device=device)

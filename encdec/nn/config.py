@@ -54,8 +54,10 @@ _ROBERTA = dict(roberta_positions=True, pooler=True, head_act="gelu")
 FAMILIES: dict[str, Family] = {
     "bert": Family("BertConfig", "BertModel", "BertLMHeadModel", pooler=True),
     "roberta": Family("RobertaConfig", "RobertaModel", "RobertaForCausalLM", defaults=_ROBERTA_DEFAULTS, **_ROBERTA),
-    "xlm-roberta": Family("XLMRobertaConfig", "XLMRobertaModel", "XLMRobertaForCausalLM", defaults=dict(_ROBERTA_DEFAULTS, vocab_size=250002), **_ROBERTA),
-    "camembert": Family("CamembertConfig", "CamembertModel", "CamembertForCausalLM", defaults=dict(_ROBERTA_DEFAULTS, vocab_size=32005), **_ROBERTA),
+    "xlm-roberta": Family("XLMRobertaConfig", "XLMRobertaModel", "XLMRobertaForCausalLM",
+                          defaults=dict(_ROBERTA_DEFAULTS, vocab_size=250002), **_ROBERTA),
+    "camembert": Family("CamembertConfig", "CamembertModel", "CamembertForCausalLM",
+                        defaults=dict(_ROBERTA_DEFAULTS, vocab_size=32005), **_ROBERTA),
     "bert-generation": Family(
         "BertGenerationConfig", "BertGenerationEncoder", "BertGenerationDecoder",
         defaults=dict(

@@ -6,8 +6,9 @@ four 16-bit lanes compared against a threshold: the keep probability is 1 - p up
 masks reproduce under `torch.manual_seed` and activation-checkpoint recomputation (which restores
 the generator state).
 
-Attention with dropout, without what makes SDPA slow on CPU: `F.scaled_dot_product_attention` with `dropout_p > 0` on CPU falls back to its math path: a
-`bernoulli_` over every (query, key) pair (a fifth of a MiniLM training step) and S x S
+Attention with dropout, without what makes SDPA slow on CPU: `F.scaled_dot_product_attention` with
+`dropout_p > 0` on CPU falls back to its math path: a `bernoulli_` over every (query, key) pair
+(a fifth of a MiniLM training step) and S x S
 probabilities, dropped probabilities and masks kept for backward. `DropoutAttention` instead draws
 the dropout mask from cheap 16-bit random lanes and keeps only q, k, v, the output and those lanes;
 backward recomputes the probabilities (as flash attention does). Semantics match SDPA:

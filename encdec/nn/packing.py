@@ -101,7 +101,8 @@ def _grid(lengths: list[int], device: torch.device) -> tuple[Tensor, Tensor]:
     return valid.flatten().nonzero().squeeze(1), valid
 
 
-def packed_kernel(device_type: str, dtype: torch.dtype, head_dim: int, dropout: float, mask: PackedMask) -> tuple[str, str]:
+def packed_kernel(device_type: str, dtype: torch.dtype, head_dim: int, dropout: float,
+                  mask: PackedMask) -> tuple[str, str]:
     """(kernel, why) for attention over packed rows. CPU: "per_sequence" (SDPA per sequence, or
     the CPU dropout kernel). GPU: "varlen", one flash-attention call over all sequences, where it
     applies; else "padded", one SDPA call over a padded copy (the why names what ruled varlen out).

@@ -1,1 +1,2 @@
-"""Summarizer, building and loading models for serving (folder, Hub id, .ckpt), int8, devices. Imports encdec.model and below."""
+"""Summarizer, building and loading models for serving (folder, Hub id, .ckpt), int8, devices.
+Imports encdec.model and below."""

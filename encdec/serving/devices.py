@@ -16,7 +16,8 @@ DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", 
 def device_name(device: Any) -> Any:
     """transformers pipelines' device numbers as torch names: 0, 1, ... (or "0") are CUDA devices,
     -1 the CPU; anything else is passed on."""
-    if (isinstance(device, int) and not isinstance(device, bool)) or (isinstance(device, str) and device.lstrip("-").isdigit()):
+    if ((isinstance(device, int) and not isinstance(device, bool))
+            or (isinstance(device, str) and device.lstrip("-").isdigit())):
         return "cpu" if int(device) < 0 else f"cuda:{int(device)}"
     return device
 

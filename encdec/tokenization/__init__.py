@@ -1,1 +1,2 @@
-"""Tokenizers on `tokenizers`, SentencePiece folders, transformers' call conventions. Imports encdec.nn and encdec.base."""
+"""Tokenizers on `tokenizers`, SentencePiece folders, transformers' call conventions.
+Imports encdec.nn and encdec.base."""

@@ -75,11 +75,13 @@ class TokenizerAPI:
             batch = list(zip(batch, pairs))
         limit = (max_length or self.model_max_length) if truncation not in (False, "do_not_truncate") else None
         encodings = self._encodings(batch, limit, add_special_tokens)
-        ids, mask = self._pad([e.ids for e in encodings], self._padded_length([e.ids for e in encodings], padding, max_length))
+        ids, mask = self._pad([e.ids for e in encodings],
+                              self._padded_length([e.ids for e in encodings], padding, max_length))
         columns = {"input_ids": ids}
         wants_types = self.config.get("tokenizer_class") in _TOKEN_TYPE_CLASSES
         if return_token_type_ids or (return_token_type_ids is None and wants_types):
-            columns["token_type_ids"] = [e.type_ids + [0] * (len(row) - len(e.type_ids)) for e, row in zip(encodings, ids)]
+            columns["token_type_ids"] = [e.type_ids + [0] * (len(row) - len(e.type_ids))
+                                         for e, row in zip(encodings, ids)]
         columns["attention_mask"] = mask
         if return_tensors is None:
             return Encoding({k: v[0] if single else v for k, v in columns.items()})
@@ -120,7 +122,8 @@ class TokenizerAPI:
         """The special tokens set on this tokenizer, each once, in transformers' role order."""
         roles = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
         tokens = [self._special[r] for r in roles if self._special.get(r)]
-        extra = [t if isinstance(t, str) else t.get("content") for t in self.config.get("additional_special_tokens") or []]
+        extra = [t if isinstance(t, str) else t.get("content")
+                 for t in self.config.get("additional_special_tokens") or []]
         return list(dict.fromkeys([*tokens, *extra]))
 
     @property

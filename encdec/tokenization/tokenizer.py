@@ -383,6 +383,7 @@ for _role in ROLES:
     setattr(Tokenizer, f"{_role}_token_id", _special_property(_role, as_id=True))
 
 
-def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None, **special_tokens: str | None) -> Tokenizer:
+def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None,
+                   **special_tokens: str | None) -> Tokenizer:
     """Load a tokenizer by folder or Hub id (same as `Tokenizer.from_pretrained`)."""
     return Tokenizer.from_pretrained(name_or_path, revision, **special_tokens)

@@ -201,7 +201,8 @@ def history_table(history: list[dict]) -> list[str]:
     """Validation ROUGE F1 (%) by step; step 0 is the untrained model when validated first."""
     lines = ["step    " + "".join(f"{n:>11}" for n in ROUGE_COLUMNS)]
     for row in history:
-        lines.append(f"{row['step']:<8}" + "".join(f"{row.get('val/' + n, float('nan')):>11.2f}" for n in ROUGE_COLUMNS))
+        lines.append(f"{row['step']:<8}"
+                     + "".join(f"{row.get('val/' + n, float('nan')):>11.2f}" for n in ROUGE_COLUMNS))
     return lines
 
 

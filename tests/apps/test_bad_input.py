@@ -206,8 +206,8 @@ def test_non_text_values_mid_stream_are_skipped_and_counted_or_refused():
     ("ckpt_path=nowhere/last.ckpt", "ckpt_path=nowhere/last.ckpt: no such checkpoint"),
 ])
 def test_config_errors_stop_before_torch_is_imported(override, message, tmp_path):
-    done = run([sys.executable, "-X", "importtime", str(ROOT / "train.py"), override, f"hydra.run.dir={tmp_path / 'run'}"],
-               tmp_path)
+    done = run([sys.executable, "-X", "importtime", str(ROOT / "train.py"), override,
+                f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert error_line(done, "train.py").startswith(f"train.py: error: {message}")
     assert not re.search(r"\|\s+torch$", done.stderr, flags=re.M)  # nothing heavy was imported
     assert not (tmp_path / "run").exists()  # a folder holding only .hydra/ is not left behind
@@ -418,7 +418,8 @@ def random_value(rng: random.Random, depth: int = 0):
     kinds = ["text", "text", "empty", "int", "float", "bool", "none", "list", "dict"][: 9 if depth < 2 else 7]
     kind = rng.choice(kinds)
     return {
-        "text": lambda: " ".join(rng.choice(["alpha", "beta", "Café", "\u2028", "\ud7ff", "."]) for _ in range(rng.randrange(1, 9))),
+        "text": lambda: " ".join(rng.choice(["alpha", "beta", "Café", "\u2028", "\ud7ff", "."])
+                                 for _ in range(rng.randrange(1, 9))),
         "empty": lambda: rng.choice(["", "   "]), "int": lambda: rng.randrange(-5, 5), "float": lambda: rng.random(),
         "bool": lambda: rng.random() < 0.5, "none": lambda: None,
         "list": lambda: [random_value(rng, depth + 1) for _ in range(rng.randrange(3))],

@@ -47,7 +47,8 @@ def _bpe_folder(folder, family: str) -> int:
 
 # Hub id -> (transformers class, config class, tiny kwargs, tokenizer kind)
 MIRRORS = {
-    "google/bert_for_seq_generation_L-24_bbc_encoder": ("BertGenerationEncoder", "BertGenerationConfig", TINY_BERT, "bert-generation"),
+    "google/bert_for_seq_generation_L-24_bbc_encoder": ("BertGenerationEncoder", "BertGenerationConfig", TINY_BERT,
+                                                        "bert-generation"),
     "FacebookAI/xlm-roberta-base": ("XLMRobertaModel", "XLMRobertaConfig", TINY_ROBERTA, "xlm-roberta"),
     "almanach/camembert-base": ("CamembertModel", "CamembertConfig", TINY_ROBERTA, "camembert"),
     "google/electra-base-discriminator": ("ElectraModel", "ElectraConfig", TINY_ELECTRA, "wordpiece"),

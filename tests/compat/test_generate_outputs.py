@@ -54,7 +54,8 @@ def test_bad_words_and_forced_tokens(pair):
 def test_transformers_generation_config_is_accepted(pair):
     ref, ours, batch = pair
     config = transformers.GenerationConfig(num_beams=3, max_length=9, no_repeat_ngram_size=2, bad_words_ids=[[5]])
-    assert torch.equal(ours.generate(**batch, generation_config=config), ref.generate(**batch, generation_config=config))
+    assert torch.equal(ours.generate(**batch, generation_config=config),
+                       ref.generate(**batch, generation_config=config))
     with pytest.raises(ValueError, match="not supported"):
         ours.generate(**batch, generation_config=transformers.GenerationConfig(max_length=9, suppress_tokens=[4]))
 
@@ -119,6 +120,7 @@ def test_greedy_compute_transition_scores(pair):
     ref, ours, batch = pair
     got = ours.generate(**batch, max_length=9, return_dict_in_generate=True, output_scores=True)
     for normalize in (False, True):
-        torch.testing.assert_close(ours.compute_transition_scores(got.sequences, got.scores, normalize_logits=normalize),
-                                   ref.compute_transition_scores(got.sequences, got.scores, normalize_logits=normalize),
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            ours.compute_transition_scores(got.sequences, got.scores, normalize_logits=normalize),
+            ref.compute_transition_scores(got.sequences, got.scores, normalize_logits=normalize),
+            atol=1e-4, rtol=0)

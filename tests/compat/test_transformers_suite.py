@@ -26,7 +26,8 @@ FAMILIES = {
 IDS = {"bert2bert": PAIRS["bert2bert"][4], "roberta2roberta": PAIRS["roberta2roberta"][4],
        # pad 0, not GPT-2's 98 = the start token: a first query that sees no key is spread over all keys
        # by transformers' eager attention (which the reference runs here) and zero under SDPA.
-       "bert2gpt2": dict(PAIRS["bert2gpt2"][4], pad_token_id=0), "bertgen2bertgen": dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=1)}
+       "bert2gpt2": dict(PAIRS["bert2gpt2"][4], pad_token_id=0),
+       "bertgen2bertgen": dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=1)}
 
 
 def build(lib, family: str, **decoder_kwargs):
@@ -103,8 +104,10 @@ def test_module_constructor_and_encoder_outputs(family):
     batch = inputs(pair)
     expected = run(ref, **batch).logits
     close(run(ours, **batch).logits, expected)
-    hidden = run(ours.get_encoder(), input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    close(hidden, run(ref.get_encoder(), input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state)
+    hidden = run(ours.get_encoder(), input_ids=batch["input_ids"],
+                 attention_mask=batch["attention_mask"]).last_hidden_state
+    close(hidden, run(ref.get_encoder(), input_ids=batch["input_ids"],
+                      attention_mask=batch["attention_mask"]).last_hidden_state)
     rest = {k: v for k, v in batch.items() if k != "input_ids"}
     close(run(ours, encoder_outputs=BaseModelOutput(last_hidden_state=hidden), **rest).logits, expected)
     close(run(ours, encoder_outputs=(hidden,), **rest).logits, expected)
@@ -216,7 +219,8 @@ def test_incremental_decoding_with_past_key_values(family):
     """Feeding one token at a time with the returned cache gives transformers' logits at each step."""
     _, pair, _, ref, ours = family
     batch = inputs(pair)
-    tokens, source = batch["decoder_input_ids"], dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    tokens, source = batch["decoder_input_ids"], dict(input_ids=batch["input_ids"],
+                                                      attention_mask=batch["attention_mask"])
     ref_cache = our_cache = None
     full = run(ours, **source, decoder_input_ids=tokens).logits
     for t in range(tokens.shape[1]):
@@ -233,7 +237,8 @@ def test_cache_is_transformers_5s_name_for_past_key_values(family):
     """`cache=` in and `.cache` out (transformers 5's names) are the same cache as past_key_values."""
     _, pair, _, ref, ours = family
     batch = inputs(pair)
-    tokens, source = batch["decoder_input_ids"], dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    tokens, source = batch["decoder_input_ids"], dict(input_ids=batch["input_ids"],
+                                                      attention_mask=batch["attention_mask"])
     first = run(ours, **source, decoder_input_ids=tokens[:, :1], use_cache=True)
     assert first.cache is first.past_key_values is first["cache"]
     second = run(ours, **source, decoder_input_ids=tokens[:, 1:2], cache=first.cache)
@@ -392,7 +397,8 @@ def test_from_pretrained_loading_options(family, tmp_path):
     _, pair, _, _, ours = family
     ours.save_pretrained(tmp_path)
     half = encdec.EncoderDecoderModel.from_pretrained(tmp_path, dtype=torch.float16)
-    assert half.dtype == torch.float16 == encdec.EncoderDecoderModel.from_pretrained(tmp_path, torch_dtype="float16").dtype
+    assert half.dtype == torch.float16 == encdec.EncoderDecoderModel.from_pretrained(
+        tmp_path, torch_dtype="float16").dtype
     model, info = encdec.EncoderDecoderModel.from_pretrained(
         tmp_path, device_map="cpu", attn_implementation="eager", output_loading_info=True)
     assert info["missing_keys"] == [] and info["unexpected_keys"] == []
@@ -423,7 +429,8 @@ def test_gpt2_config_names_as_overrides(family):
     if name != "gpt2":
         pytest.skip("GPT-2's config names")
     kwargs = dict(decoder_activation_function="gelu")
-    ours, ref = (with_ids(lib.EncoderDecoderModel.from_encoder_decoder_pretrained(folder / "enc", folder / "dec", **kwargs), pair)
+    ours, ref = (with_ids(lib.EncoderDecoderModel.from_encoder_decoder_pretrained(folder / "enc", folder / "dec",
+                                                                                  **kwargs), pair)
                  for lib in (encdec, transformers))
     same_projection(ours, ref)
     assert ours.config.decoder.hidden_act == "gelu" == ref.config.decoder.activation_function
@@ -441,6 +448,7 @@ def test_config_attributes_set_later_are_used_and_saved(tmp_path):
     assert model.config.decoder.num_hidden_layers == 2
     model.save_pretrained(tmp_path)
     loaded = encdec.EncoderDecoderModel.from_pretrained(tmp_path)
-    assert loaded.config.output_hidden_states and transformers.EncoderDecoderConfig.from_pretrained(tmp_path).output_hidden_states
+    assert (loaded.config.output_hidden_states
+            and transformers.EncoderDecoderConfig.from_pretrained(tmp_path).output_hidden_states)
     out = run(loaded, input_ids=torch.tensor([[5, 6, 7]]), decoder_input_ids=torch.tensor([[98, 4]]))
     assert len(out.decoder_hidden_states) == 3

@@ -107,7 +107,8 @@ def test_recipe_shrunk_runs_ddp_with_workers_and_resumes_exactly(mirror, tmp_pat
     on both ranks, and no rank hangs at the end."""
     common = [
         "experiment=bert2bert_cnn_dailymail", "model=tiny", "logger=csv", f"data.source.path={mirror}",
-        "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp", "+trainer.use_distributed_sampler=false",
+        "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp",
+        "+trainer.use_distributed_sampler=false",
         "trainer.max_steps=7", "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1", "data.num_workers=2", "data.max_source_length=48", "data.max_target_length=16",
         "data.batch_size=4", "data.eval_batch_size=4", "data.buffer_size=8", "data.val_examples=4",

@@ -54,7 +54,8 @@ def test_articles_carry_distractor_numbers():
 def test_write_loads_with_datasets_and_skips_unchanged(tmp_path):
     paths = write_sample_dataset(tmp_path, **SMALL)
     assert set(paths) == set(SPLITS) and all(p.exists() for p in paths.values())
-    loaded = datasets.load_dataset("json", data_files={s: str(p) for s, p in paths.items()}, cache_dir=str(tmp_path / "cache"))
+    loaded = datasets.load_dataset("json", data_files={s: str(p) for s, p in paths.items()},
+                                   cache_dir=str(tmp_path / "cache"))
     assert loaded["train"].num_rows == 40 and loaded["test"][0] == make_sample_dataset(**SMALL)["test"][0]
 
     mtimes = {s: p.stat().st_mtime_ns for s, p in paths.items()}

@@ -35,7 +35,8 @@ def without_timing(metrics):
 
 
 def test_lead3_matches_hand_computation(tmp_path):
-    metrics = evaluate_script.evaluate(config(tmp_path, *tiny_local_set(tmp_path), "baseline=lead3", "bootstrap_samples=50"))
+    metrics = evaluate_script.evaluate(config(tmp_path, *tiny_local_set(tmp_path), "baseline=lead3",
+                                              "bootstrap_samples=50"))
     # Lead-3 has 9 tokens (alpha .. iota), the reference 3 (alpha beta omega), 2 shared:
     # P = 2/9, R = 2/3, F = 2PR / (P + R) = 1/3. Bigrams: 1 shared ("alpha beta") of 8 and 2:
     # P = 1/8, R = 1/2, F = 1/5.

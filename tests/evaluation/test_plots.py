@@ -41,7 +41,8 @@ def evaluate_config(tmp_path, *overrides):
 
 def test_evaluate_plots_show_per_example_rouge2_and_lengths(tmp_path, monkeypatch, drawn):
     monkeypatch.setenv("ENCDEC_CACHE", str(tmp_path / "cache"))
-    evaluate_script.evaluate(evaluate_config(tmp_path, "baseline=lead3", "limit=24", "plots=true", "bootstrap_samples=10"))
+    evaluate_script.evaluate(evaluate_config(tmp_path, "baseline=lead3", "limit=24", "plots=true",
+                                             "bootstrap_samples=10"))
     out = tmp_path / "out"
     assert (out / "plots.png").read_bytes().startswith(PNG)
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]

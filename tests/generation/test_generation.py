@@ -110,11 +110,12 @@ def test_several_samples_per_input_stay_with_their_input(pair):
     _, ours, batch, eos = pair
     greedy = ours.generate(**batch, max_length=10, eos_token_id=eos)
     g = torch.Generator().manual_seed(0)
-    top1 = ours.generate(**batch, do_sample=True, top_k=1, num_return_sequences=3, max_length=10, eos_token_id=eos, generator=g)
+    top1 = ours.generate(**batch, do_sample=True, top_k=1, num_return_sequences=3, max_length=10, eos_token_id=eos,
+                         generator=g)
     assert torch.equal(top1, greedy.repeat_interleave(3, dim=0))
     for num_beams in (1, 3):
-        wide = ours.generate(**batch, do_sample=True, top_k=50, temperature=2.0, num_beams=num_beams, num_return_sequences=2,
-                             max_length=10, eos_token_id=None, generator=g)
+        wide = ours.generate(**batch, do_sample=True, top_k=50, temperature=2.0, num_beams=num_beams,
+                             num_return_sequences=2, max_length=10, eos_token_id=None, generator=g)
         assert wide.shape == (2 * batch["input_ids"].shape[0], 10)
         assert any(not torch.equal(wide[2 * i], wide[2 * i + 1]) for i in range(batch["input_ids"].shape[0]))
 
@@ -223,7 +224,8 @@ def test_ngram_ban_matches_a_plain_loop(n):
 def test_lists_from_the_tokenizer_are_refused_with_the_fix(pair):
     """The tokenizer returns lists by default (transformers' default); generate says how to get tensors."""
     _, ours, batch, _ = pair
-    with pytest.raises(TypeError, match=r"input_ids as a tensor, got list: tokenize with padding=True, return_tensors='pt'"):
+    with pytest.raises(TypeError,
+                       match=r"input_ids as a tensor, got list: tokenize with padding=True, return_tensors='pt'"):
         ours.generate(batch["input_ids"].tolist())
     with pytest.raises(TypeError, match="attention_mask as a tensor, got list"):
         ours.generate(batch["input_ids"], attention_mask=batch["attention_mask"].tolist())

@@ -75,7 +75,8 @@ def test_best_model_holds_both_tokenizers(run):
     folder = run["folder"]
     texts = articles(3)
     encoder, decoder = load_tokenizer(run["encoder_tokenizer"]), load_tokenizer(run["bpe"])
-    saved_encoder, saved_decoder = (load_tokenizer(folder / side) for side in ("encoder_tokenizer", "decoder_tokenizer"))
+    saved_encoder, saved_decoder = (load_tokenizer(folder / side)
+                                    for side in ("encoder_tokenizer", "decoder_tokenizer"))
     assert saved_encoder(texts)["input_ids"] == encoder(texts)["input_ids"]
     assert load_tokenizer(folder)(texts)["input_ids"] == encoder(texts)["input_ids"]  # the top level: the encoder's
     summaries = [make_article(random.Random(2))[1]]
@@ -85,7 +86,8 @@ def test_best_model_holds_both_tokenizers(run):
     model = EncoderDecoderModel.from_pretrained(folder)
     end = saved_decoder.eos_token_id
     assert saved_decoder.eos_token == "<|endoftext|>" and model.config.decoder.model_type == "gpt2"
-    assert (model.config.decoder_start_token_id, model.config.eos_token_id, model.config.pad_token_id) == (end, end, end)
+    assert (model.config.decoder_start_token_id, model.config.eos_token_id,
+            model.config.pad_token_id) == (end, end, end)
 
 
 def test_exported_weights_are_the_best_checkpoints(run):
@@ -137,7 +139,8 @@ def test_generation_config_json_keeps_the_run_settings(run):
     stored = transformers.GenerationConfig.from_pretrained(folder)
     assert {k: getattr(stored, k) for k in GENERATION} == GENERATION
     model = EncoderDecoderModel.from_pretrained(folder)
-    batch = load_tokenizer(folder / "encoder_tokenizer")(articles(4), padding=True, truncation=True, return_tensors="pt")
+    batch = load_tokenizer(folder / "encoder_tokenizer")(articles(4), padding=True, truncation=True,
+                                                         return_tensors="pt")
     default = model.generate(**batch)
     assert torch.equal(default, model.generate(**batch, **GENERATION))
     for key in GENERATION:  # None: the library default for that one setting

@@ -20,7 +20,8 @@ def test_unknown_model_type(saved):
     config = json.loads((saved / "config.json").read_text())
     config["encoder"]["model_type"] = "t5"
     (saved / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="Unknown model_type 't5'.*bert, roberta, xlm-roberta, camembert, bert-generation, electra, distilbert"):
+    with pytest.raises(ValueError, match="Unknown model_type 't5'.*bert, roberta, xlm-roberta, camembert, "
+                                         "bert-generation, electra, distilbert"):
         EncoderDecoderModel.from_pretrained(saved)
 
 
@@ -81,7 +82,8 @@ def test_gpt2_encoder_refused():
     from encdec import EncoderDecoderConfig, GPT2Config
 
     with pytest.raises(ValueError, match="gpt2 cannot be the encoder.*encoder families: bert, roberta"):
-        EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(GPT2Config(n_layer=1), GPT2Config(n_layer=1)))
+        EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(GPT2Config(n_layer=1),
+                                                                              GPT2Config(n_layer=1)))
 
 
 def test_unknown_warm_start_argument():

@@ -37,7 +37,8 @@ def test_explicit_decoder_inputs_match_transformers(pair):
     batch = padded_batch(name)
     labels = batch.pop("labels")
     start, pad = ours.config.decoder_start_token_id, ours.config.pad_token_id
-    batch["decoder_input_ids"] = transformers.models.encoder_decoder.modeling_encoder_decoder.shift_tokens_right(labels, pad, start)
+    batch["decoder_input_ids"] = transformers.models.encoder_decoder.modeling_encoder_decoder.shift_tokens_right(
+        labels, pad, start)
     batch["decoder_attention_mask"] = (labels != -100).long()
     torch.testing.assert_close(_outputs(ours, batch).logits, _outputs(ref, batch).logits, atol=1e-4, rtol=0)
 

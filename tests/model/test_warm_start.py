@@ -78,7 +78,8 @@ def test_warm_start_matches_transformers(warm, tmp_path):
     ref = transformers.EncoderDecoderModel.from_pretrained(tmp_path).eval()
     ref_warm = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(str(MINILM), str(MINILM))
     ref_state, our_state = ref_warm.state_dict(), ref.state_dict()
-    for key in ("encoder.encoder.layer.2.attention.self.key.weight", "decoder.bert.encoder.layer.2.output.dense.weight"):
+    for key in ("encoder.encoder.layer.2.attention.self.key.weight",
+                "decoder.bert.encoder.layer.2.output.dense.weight"):
         torch.testing.assert_close(our_state[key], ref_state[key])
     ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
     labels = torch.tensor([[2023, 3231, 102]])

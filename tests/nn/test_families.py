@@ -31,7 +31,8 @@ def test_packed_training_loss_matches_transformers(pair):
     """The training fast path (packed tokens: positions, token types and projections per token)."""
     name, ref, ours = pair
     batch = padded_batch(name)
-    torch.testing.assert_close(_forward(ours, batch, return_logits=False).loss, _forward(ref, batch).loss, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_forward(ours, batch, return_logits=False).loss, _forward(ref, batch).loss,
+                               atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("setting", [
@@ -98,7 +99,8 @@ def test_warm_start_from_single_model_folders_matches_transformers(model_type, k
     ours = EncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "enc", dec)
     ours.save_pretrained(tmp_path / "ours")
     got = transformers.EncoderDecoderModel.from_pretrained(tmp_path / "ours").state_dict()
-    expected = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(str(tmp_path / "enc"), str(dec)).state_dict()
+    expected = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(
+        str(tmp_path / "enc"), str(dec)).state_dict()
     assert got.keys() == expected.keys()
     new = ("crossattention", "lm_head", "cls.", "generator_")
     compared = [k for k in expected if not any(n in k for n in new)]

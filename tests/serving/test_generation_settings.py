@@ -54,7 +54,8 @@ def folder(tmp_path_factory) -> Path:
     (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     model = EncoderDecoderModel.from_pretrained(path)
     model.generation_config = model.generation_config.update(decoder_start_token_id=2, pad_token_id=0)
-    tokens = torch.cat([model.generate(load_tokenizer(path)([d], truncation=True, return_tensors="pt")["input_ids"], max_length=12, no_repeat_ngram_size=2,
+    tokens = torch.cat([model.generate(load_tokenizer(path)([d], truncation=True, return_tensors="pt")["input_ids"],
+                                       max_length=12, no_repeat_ngram_size=2,
                                        num_beams=2, eos_token_id=None) for d in DOCS])
     counts = torch.bincount(tokens[:, 3:].flatten(), minlength=len(VOCAB))
     counts[tokens[:, :3].flatten()] = 0
@@ -124,7 +125,8 @@ def test_cli_dtype_and_batch_size(folder, tmp_path, capsys):
     assert expected != reference(folder), "bfloat16 gives the float32 summaries here; pick other documents"
     code, lines, err = run_cli(folder, tmp_path, capsys, "--dtype", "bfloat16", "--batch-size", "5")
     assert code == 0 and lines == expected, err
-    for bad, message in ((["--dtype", "float64"], "Unknown dtype 'float64'"), (["--batch-size", "0"], "batch_size must be >= 1")):
+    for bad, message in ((["--dtype", "float64"], "Unknown dtype 'float64'"),
+                         (["--batch-size", "0"], "batch_size must be >= 1")):
         code, lines, err = run_cli(folder, tmp_path, capsys, *bad)
         assert code == 2 and lines == [] and message in err and len(err.strip().splitlines()) == 1
 
@@ -161,7 +163,8 @@ def evaluate(folder: Path, tmp_path: Path, *overrides: str) -> list[str]:
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps({"id": str(i), "article": d, "highlights": d}) + "\n" for i, d in enumerate(DOCS)))
+    data.write_text("".join(json.dumps({"id": str(i), "article": d, "highlights": d}) + "\n"
+                            for i, d in enumerate(DOCS)))
     out = tmp_path / "out"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("evaluate", overrides=[

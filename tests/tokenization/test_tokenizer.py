@@ -130,7 +130,8 @@ def test_byte_level_bpe_gpt2(gpt2_dir):
         assert_same_encoding(ours, theirs, TEXTS[:4])
         ids = ours(TEXTS[:4], **PT)["input_ids"]
         assert ours.batch_decode(ids, skip_special_tokens=True) == theirs.batch_decode(ids, skip_special_tokens=True)
-    assert ours.batch_decode(ours(CORPUS, **PT)["input_ids"], skip_special_tokens=True) == CORPUS  # byte-level round trip
+    # byte-level round trip
+    assert ours.batch_decode(ours(CORPUS, **PT)["input_ids"], skip_special_tokens=True) == CORPUS
 
 
 def test_byte_level_bpe_roberta(roberta_dir):

@@ -39,7 +39,8 @@ def test_token_id_conversions_and_vocab(pair):
     ours, theirs = pair
     ids = theirs.encode(TEXTS[1])
     assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
-    assert ours.convert_ids_to_tokens(ids, skip_special_tokens=True) == theirs.convert_ids_to_tokens(ids, skip_special_tokens=True)
+    assert (ours.convert_ids_to_tokens(ids, skip_special_tokens=True)
+            == theirs.convert_ids_to_tokens(ids, skip_special_tokens=True))
     assert ours.convert_ids_to_tokens(ids[1]) == theirs.convert_ids_to_tokens(ids[1])
     tokens = theirs.tokenize(TEXTS[0]) + ["no-such-token-xyz"]
     assert ours.convert_tokens_to_ids(tokens) == theirs.convert_tokens_to_ids(tokens)

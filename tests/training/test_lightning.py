@@ -75,7 +75,8 @@ def test_training_loss_takes_the_fast_path_with_the_plain_paths_value():
     model = tiny_model(decoder_start_token_id=1, pad_token_id=0, eos_token_id=2)
     module = Seq2SeqModule(model, tokenizer=None, optimizer=torch.optim.AdamW).eval()  # no dropout
     batch = dict(
-        input_ids=torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]]), attention_mask=torch.tensor([[1] * 5, [1, 1, 1, 0, 0]]),
+        input_ids=torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]]),
+        attention_mask=torch.tensor([[1] * 5, [1, 1, 1, 0, 0]]),
         labels=torch.tensor([[11, 12, 13, 2], [14, 2, -100, -100]]),
     )
     out = module(batch)
@@ -104,7 +105,8 @@ def test_composed_module_builds_the_configured_optimizer_and_schedule(compose, s
     names = {id(p): n for n, p in parts.model.named_parameters()}
     grouped = [(names[id(p)], p, g) for g in optimizer.param_groups for p in g["params"]]
     trained = [n for n, p in parts.model.named_parameters() if p.requires_grad]
-    assert sorted(n for n, _, _ in grouped) == sorted(trained) and not any(n.startswith("encoder.embeddings") for n in trained)
+    assert (sorted(n for n, _, _ in grouped) == sorted(trained)
+            and not any(n.startswith("encoder.embeddings") for n in trained))
     for name, param, group in grouped:
         assert group["weight_decay"] == (0.01 if param.ndim >= 2 else 0.0), name
         assert group["initial_lr"] == pytest.approx(1e-2 if "cross_attn" in name else 1e-3), name

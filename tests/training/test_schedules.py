@@ -51,7 +51,8 @@ def test_inverse_sqrt_is_fairseqs():
 
 
 @pytest.mark.parametrize("name, step, expected", [
-    ("linear", 7, (10 - 7) / 8), ("cosine", 6, 0.5), ("constant_with_warmup", 7, 1.0), ("inverse_sqrt", 7, math.sqrt(2 / 8)),
+    ("linear", 7, (10 - 7) / 8), ("cosine", 6, 0.5), ("constant_with_warmup", 7, 1.0),
+    ("inverse_sqrt", 7, math.sqrt(2 / 8)),
 ])
 def test_composed_config_builds_the_named_schedule(compose, name, step, expected):
     cfg = compose("~experiment", f"optim/scheduler={name}", "optim.warmup_steps=2")

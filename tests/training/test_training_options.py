@@ -79,14 +79,17 @@ def _tiny_model(**top) -> EncoderDecoderModel:
 
 def _batch(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"input_ids": torch.randint(4, 60, (3, 9), generator=g), "attention_mask": torch.ones(3, 9, dtype=torch.long),
+    return {"input_ids": torch.randint(4, 60, (3, 9), generator=g),
+            "attention_mask": torch.ones(3, 9, dtype=torch.long),
             "labels": torch.randint(4, 60, (3, 6), generator=g)}
 
 
 def _fit(module: Seq2SeqModule, steps: int, tmp_path) -> None:
     trainer = Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([_batch(i) for i in range(steps)], batch_size=None))
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                      default_root_dir=tmp_path)
+    trainer.fit(module,
+                train_dataloaders=torch.utils.data.DataLoader([_batch(i) for i in range(steps)], batch_size=None))
 
 
 def test_frozen_parameters_stay_bit_identical_and_get_no_state(tmp_path, caplog):
@@ -94,7 +97,8 @@ def test_frozen_parameters_stay_bit_identical_and_get_no_state(tmp_path, caplog)
     patterns = ["encoder.embeddings", "encoder.layers.0.*"]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with caplog.at_level(logging.INFO, logger="encdec"):
-        module = Seq2SeqModule(model, tokenizer=None, optimizer=functools.partial(torch.optim.AdamW, lr=1e-2), freeze=patterns)
+        module = Seq2SeqModule(model, tokenizer=None, optimizer=functools.partial(torch.optim.AdamW, lr=1e-2),
+                               freeze=patterns)
     frozen = {n for n in before if n.startswith(("encoder.embeddings.", "encoder.layers.0."))}
     assert frozen and f"Frozen: {len(frozen)} parameter tensors" in caplog.text
     _fit(module, 3, tmp_path)
