@@ -10,7 +10,7 @@ from itertools import islice
 import pytest
 import torch
 
-from encdec import data as data_mod
+from encdec.data import datamodule as data_mod
 from encdec.data.batching import LABEL_PAD, Columns, PairEncoder, ResumableBatches, collate, length_grouped
 from encdec.data.datamodule import HubSource, LocalSource, SampleSource, Seq2SeqDataModule
 from encdec.tokenization.tokenizer import load_tokenizer
@@ -91,7 +91,7 @@ def test_stream_resumes_with_the_next_unseen_batch_across_buffers_and_epochs(sam
 def test_ranks_get_disjoint_training_records_and_equal_validation(sample, tokenizer, monkeypatch):
     seen, val = [], []
     for rank in (0, 1):
-        monkeypatch.setattr(data_mod, "_distributed", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(data_mod, "rank_and_world", lambda rank=rank: (rank, 2))
         dm = datamodule(sample, tokenizer, val_examples=7)
         dm.setup("fit")
         batches = islice(iter(dm.train_dataloader()), 15)  # one epoch of this rank's 60 records

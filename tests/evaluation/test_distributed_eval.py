@@ -33,7 +33,7 @@ def lines(out: Path) -> list[dict]:
 
 def evaluate_killing_rank1(cfg):
     """evaluate.py, except that rank 1 is SIGKILLed right after its first fsynced batch."""
-    from encdec import evaluation
+    from encdec.evaluation import evaluate as evaluation
     from encdec.evaluation.distributed import rank_and_world
 
     append = evaluation.PredictionStore.append
