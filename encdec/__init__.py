@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from encdec.nn.config import FAMILIES
+from encdec.nn.families import FAMILIES
 
 # public name -> the module that defines it
 _EXPORTS = {

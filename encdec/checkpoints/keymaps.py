@@ -30,22 +30,33 @@ _DERIVED_SUFFIXES = (
 
 @dataclass(frozen=True)
 class Rule:
+    """One of our tensors <-> one or more HF tensors, concatenated on dim 0 (split back by `sizes`,
+    or in equal parts when None), transposed where the HF layout stores (in, out)."""
+
     ours: str
     theirs: tuple[str, ...]
     transpose: bool = False
+    sizes: tuple[int, ...] | None = None
 
 
 # ---------------------------------------------------------------- key maps, one table per family
 
 
-def linear_rule(ours: str, *theirs: str, transpose: bool = False) -> list[Rule]:
-    return [
-        Rule(f"{ours}.weight", tuple(f"{t}.weight" for t in theirs), transpose),
-        Rule(f"{ours}.bias", tuple(f"{t}.bias" for t in theirs)),
-    ]
+def linear_rule(ours: str, *theirs: str, transpose: bool = False, bias: bool = True,
+                sizes: tuple[int, ...] | None = None) -> list[Rule]:
+    """A Linear (or LayerNorm): weight, and bias unless `bias=False`; `sizes` split a fused weight."""
+    rules = [Rule(f"{ours}.weight", tuple(f"{t}.weight" for t in theirs), transpose, sizes)]
+    if bias:
+        rules.append(Rule(f"{ours}.bias", tuple(f"{t}.bias" for t in theirs), sizes=sizes))
+    return rules
 
 
-def _bert_layer(i: int, p: str, cross: bool) -> list[Rule]:
+def norm_rule(config: BackboneConfig, ours: str, theirs: str) -> list[Rule]:
+    """A LayerNorm (weight and bias) or an RMSNorm (weight only), as the family uses."""
+    return linear_rule(ours, theirs, bias=config.family.norm == "layer")
+
+
+def _bert_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
     h, o = f"{p}encoder.layer.{i}.", f"layers.{i}."
     rules = [
         *linear_rule(o + "self_attn.qkv", *(f"{h}attention.self.{n}" for n in ("query", "key", "value"))),
@@ -55,7 +66,7 @@ def _bert_layer(i: int, p: str, cross: bool) -> list[Rule]:
         *linear_rule(o + "mlp.fc_out", h + "output.dense"),
         *linear_rule(o + "mlp_norm", h + "output.LayerNorm"),
     ]
-    if cross:
+    if config.add_cross_attention:
         rules += [
             *linear_rule(o + "cross_attn.q", h + "crossattention.self.query"),
             *linear_rule(o + "cross_attn.kv", h + "crossattention.self.key", h + "crossattention.self.value"),
@@ -65,7 +76,7 @@ def _bert_layer(i: int, p: str, cross: bool) -> list[Rule]:
     return rules
 
 
-def _distilbert_layer(i: int, p: str, cross: bool) -> list[Rule]:
+def _distilbert_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
     h, o = f"{p}transformer.layer.{i}.", f"layers.{i}."
     return [
         *linear_rule(o + "self_attn.qkv", *(f"{h}attention.{n}_lin" for n in ("q", "k", "v"))),
@@ -77,7 +88,7 @@ def _distilbert_layer(i: int, p: str, cross: bool) -> list[Rule]:
     ]
 
 
-def _gpt2_layer(i: int, p: str, cross: bool) -> list[Rule]:
+def _gpt2_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
     h, o = f"{p}h.{i}.", f"layers.{i}."
     rules = [
         *linear_rule(o + "self_attn_norm", h + "ln_1"),
@@ -87,7 +98,7 @@ def _gpt2_layer(i: int, p: str, cross: bool) -> list[Rule]:
         *linear_rule(o + "mlp.fc_in", h + "mlp.c_fc", transpose=True),
         *linear_rule(o + "mlp.fc_out", h + "mlp.c_proj", transpose=True),
     ]
-    if cross:
+    if config.add_cross_attention:
         rules += [
             *linear_rule(o + "cross_attn_norm", h + "ln_cross_attn"),
             *linear_rule(o + "cross_attn.q", h + "crossattention.q_attn", transpose=True),
@@ -97,12 +108,61 @@ def _gpt2_layer(i: int, p: str, cross: bool) -> list[Rule]:
     return rules
 
 
+def _llama_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
+    """Llama, Qwen and Gemma 2 layers. Gemma 2's sandwich names its norms by place: input, post
+    attention, pre and post feed-forward; Llama's `post_attention_layernorm` is the MLP's input norm."""
+    h, o = f"{p}layers.{i}.", f"layers.{i}."
+    family = config.family
+    sandwich = family.sandwich_norm
+    rules = [
+        *_attention_rules(config, o + "self_attn", h + "self_attn", ("q_proj", "k_proj", "v_proj")),
+        *norm_rule(config, o + "self_attn_norm", h + "input_layernorm"),
+        *norm_rule(config, o + "mlp_norm",
+                   h + ("pre_feedforward_layernorm" if sandwich else "post_attention_layernorm")),
+        *linear_rule(o + "mlp.fc_in", h + "mlp.gate_proj", h + "mlp.up_proj", bias=bool(config.mlp_bias)),
+        *linear_rule(o + "mlp.fc_out", h + "mlp.down_proj", bias=bool(config.mlp_bias)),
+    ]
+    if sandwich:
+        rules += norm_rule(config, o + "self_attn_post_norm", h + "post_attention_layernorm")
+        rules += norm_rule(config, o + "mlp_post_norm", h + "post_feedforward_layernorm")
+    if config.add_cross_attention and config.cross_attention_kind != "merged":
+        # encdec's own names: these LMs have no cross-attention in transformers
+        rules += _attention_rules(config, o + "cross_attn", h + "cross_attn", ("q_proj", "k_proj", "v_proj"),
+                                  cross=True)
+        rules += norm_rule(config, o + "cross_attn_norm", h + "cross_attn_layernorm")
+        if sandwich:
+            rules += norm_rule(config, o + "cross_attn_post_norm", h + "post_cross_attn_layernorm")
+        if config.cross_attention_kind == "gated":
+            rules.append(Rule(o + "cross_attn_gate", (h + "cross_attn_gate",)))
+    return rules
+
+
+def _attention_rules(config: BackboneConfig, ours: str, theirs: str, qkv: tuple[str, str, str],
+                     cross: bool = False) -> list[Rule]:
+    """q/k/v projections fused as ours (q + kv for cross-attention), the output projection, q/k norms."""
+    q_size, kv_size = config.num_attention_heads * config.head_size, config.kv_heads * config.head_size
+    family, flag = config.family, bool(config.attention_bias)
+    qkv_bias = flag if family.qkv_bias is None else family.qkv_bias
+    out_bias = flag if family.out_bias is None else family.out_bias
+    q, k, v = (f"{theirs}.{n}" for n in qkv)
+    if cross:
+        rules = [*linear_rule(ours + ".q", q, bias=qkv_bias),
+                 *linear_rule(ours + ".kv", k, v, bias=qkv_bias, sizes=(kv_size, kv_size))]
+    else:
+        rules = linear_rule(ours + ".qkv", q, k, v, bias=qkv_bias, sizes=(q_size, kv_size, kv_size))
+    rules += linear_rule(ours + ".out", f"{theirs}.o_proj", bias=out_bias)
+    if family.qk_norm:
+        rules += norm_rule(config, ours + ".q_norm", f"{theirs}.q_norm")
+        rules += norm_rule(config, ours + ".k_norm", f"{theirs}.k_norm")
+    return rules
+
+
 @dataclass(frozen=True)
 class KeyLayout:
     """Where one family keeps each tensor in transformers' checkpoints."""
 
     base: str  # the attribute transformers' *ForCausalLM keeps the base model under
-    layer: Callable[[int, str, bool], list[Rule]]  # rules of layer i (HF prefix, cross-attention)
+    layer: Callable[[int, str, BackboneConfig], list[Rule]]  # rules of layer i (HF prefix, the config)
     embeddings: dict[str, str]  # our embeddings part -> HF module, relative to the base model
     head: dict[str, str] = field(default_factory=dict)  # our head tensor -> HF name (decoders)
     final_norm: str = ""  # HF module of a final LayerNorm, relative to the base model
@@ -116,6 +176,7 @@ _ROBERTA = KeyLayout("roberta.", _bert_layer, _BERT_EMBEDDINGS, {
     "head.dense": "lm_head.dense", "head.norm": "lm_head.layer_norm", "head.bias": "lm_head.bias",
     "head.weight": "lm_head.decoder.weight",
 })
+_LM = KeyLayout("model.", _llama_layer, {"word": "embed_tokens"}, {"head.weight": "lm_head.weight"}, "norm")
 # One key map per family: the only place transformers' parameter names live.
 LAYOUTS: dict[str, KeyLayout] = {
     "bert": KeyLayout("bert.", _bert_layer, _BERT_EMBEDDINGS, {
@@ -136,6 +197,7 @@ LAYOUTS: dict[str, KeyLayout] = {
     "gpt2": KeyLayout(
         "transformer.", _gpt2_layer, {"word": "wte", "position": "wpe"}, {"head.weight": "lm_head.weight"}, "ln_f"
     ),
+    **dict.fromkeys(("llama", "qwen2", "qwen3", "gemma2"), _LM),
 }
 
 
@@ -150,7 +212,8 @@ def backbone_rules(config: BackboneConfig) -> list[Rule]:
     layout, family = LAYOUTS[config.model_type], config.family
     p = layout.base if config.is_decoder else ""
     emb = layout.embeddings
-    rules = [Rule(f"embeddings.{n}.weight", (f"{p}{emb[n]}.weight",)) for n in ("word", "position")]
+    parts = ("word", "position") if family.positions == "absolute" else ("word",)
+    rules = [Rule(f"embeddings.{n}.weight", (f"{p}{emb[n]}.weight",)) for n in parts]
     if config.type_vocab_size > 0:
         rules.append(Rule("embeddings.token_type.weight", (f"{p}{emb['token_type']}.weight",)))
     if family.embedding_norm:
@@ -158,9 +221,9 @@ def backbone_rules(config: BackboneConfig) -> list[Rule]:
     if config.embedding_width != config.hidden_size:
         rules += linear_rule("embeddings.project", p + emb["project"])
     for i in range(config.num_hidden_layers):
-        rules += layout.layer(i, p, config.add_cross_attention)
+        rules += layout.layer(i, p, config)
     if layout.final_norm:
-        rules += linear_rule("final_norm", p + layout.final_norm)
+        rules += norm_rule(config, "final_norm", p + layout.final_norm)
     if config.is_decoder:
         rules += _head_rules(config, layout.head)
     elif family.pooler:
@@ -211,7 +274,9 @@ def to_hf(state: dict[str, Tensor], rules: list[Rule]) -> dict[str, Tensor]:
     for rule in rules:
         if rule.ours not in state:
             continue
-        for name, part in zip(rule.theirs, state[rule.ours].chunk(len(rule.theirs), dim=0)):
+        tensor = state[rule.ours]
+        parts = tensor.split(list(rule.sizes), dim=0) if rule.sizes else tensor.chunk(len(rule.theirs), dim=0)
+        for name, part in zip(rule.theirs, parts):
             hf[name] = part.t() if rule.transpose else part
     return hf
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from encdec.base.hub import resolve_model_dir
 from encdec.base.jsonfile import read_config_json
-from encdec.nn.config import FAMILIES, BackboneConfig
+from encdec.nn.config import BackboneConfig
+from encdec.nn.families import FAMILIES
 
 
 class FamilyConfig:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from encdec.base.jsonfile import read_config_json
-from encdec.compat.explicit import Cache, Trace, run_explicit
+from encdec.compat.explicit import Cache, Trace, rope_of, run_explicit
 from encdec.compat.outputs import Seq2SeqLMOutput
 from encdec.compat.pretrained import count_parameters, output_embeddings
 from encdec.compat.single_models import SingleModel, view
@@ -86,7 +86,8 @@ def explicit_forward(
     if encoder_outputs is None:
         x = model.encoder.embeddings(input_ids, token_type_ids, inputs_embeds=inputs_embeds)
         encoder_hidden, enc = run_explicit(
-            model.encoder, x, attention_mask, hidden_states=output_hidden_states, attentions=output_attentions
+            model.encoder, x, attention_mask, hidden_states=output_hidden_states, attentions=output_attentions,
+            rope=rope_of(model.encoder, x),
         )
     else:
         encoder_hidden, enc = _given_encoder_outputs(encoder_outputs)
@@ -105,6 +106,7 @@ def explicit_forward(
     hidden, dec = run_explicit(
         model.decoder, x, decoder_attention_mask, memory_kv=memory_kv, memory_mask=padding_mask(attention_mask),
         cache=cache, past_length=past, hidden_states=output_hidden_states, attentions=output_attentions,
+        rope=rope_of(model.decoder, x, past),
     )
     logits = model.decoder.logits(hidden)
     loss = None

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from encdec.nn.layers import Attention, causal_mask, padding_mask
+from encdec.nn.layers import Attention, causal_mask, merged_mask, padding_mask, sliding_mask, softcapped_attention
 
 
 @dataclass
@@ -58,13 +57,12 @@ class Trace:
 
 
 def eager_attention(attn: Attention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """(output (B, T, C), probabilities (B, H, T, S)); a masked key adds the dtype's lowest value
-    to its score, as transformers' eager attention does."""
-    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probs = scores.softmax(dim=-1)
-    y = F.dropout(probs, attn.dropout, attn.training) @ v
+    """(output (B, T, C), probabilities (B, H, T, S)), as transformers' eager attention: scores
+    scaled (and soft-capped where the family does), a masked key gets the dtype's lowest value."""
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: each kv head serves a group of query heads
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    y, probs = softcapped_attention(q, k, v, mask, attn.dropout if attn.training else 0.0, False, attn.scale,
+                                    attn.softcap)
     b, h, t, d = y.shape
     return attn.out(y.transpose(1, 2).reshape(b, t, h * d)), probs
 
@@ -80,23 +78,34 @@ def run_explicit(
     past_length: int = 0,
     hidden_states: bool = False,
     attentions: bool = False,
+    rope: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Trace]:
     """Run `backbone`'s blocks on embeddings x (B, T, C); with `cache`, append this call's keys
-    and values to it. Returns the last hidden state (after any final norm) and the `Trace`."""
+    and values to it. `rope`: the cos/sin of these positions (Backbone.rope) for rotary families.
+    Returns the last hidden state (after any final norm) and the `Trace`."""
     t = x.shape[1]
-    if backbone.config.is_decoder:
+    config = backbone.config
+    if config.is_decoder:
         mask = causal_mask(attention_mask, t, past_length + t, x.device)
     else:
         mask = padding_mask(attention_mask)
+    window = sliding_mask(attention_mask, t, past_length + t, config.sliding_window, config.is_decoder, x.device) \
+        if any(layer.sliding for layer in backbone.layers) else None
     all_hidden, self_probs, cross_probs = [], [], []
     for i, layer in enumerate(backbone.layers):
         all_hidden.append(x)
+        layer_mask = window if layer.sliding else mask
 
-        def self_fn(h: Tensor, layer=layer, i=i) -> Tensor:
-            q, k, v = layer.self_attn.self_qkv(h)
+        def self_fn(h: Tensor, layer=layer, i=i, layer_mask=layer_mask) -> Tensor:
+            q, k, v = layer.self_attn.self_qkv(h, rope)
             if cache is not None:
                 k, v = cache.append(i, k, v)
-            out, probs = eager_attention(layer.self_attn, q, k, v, mask)
+            seen = layer_mask
+            if layer.merged and memory_kv is not None:
+                s_len = memory_kv[i][0].shape[2]
+                seen = merged_mask(layer_mask, memory_mask, s_len, q.shape[2], k.shape[2], q.shape[0])
+                k, v = torch.cat((memory_kv[i][0], k), dim=2), torch.cat((memory_kv[i][1], v), dim=2)
+            out, probs = eager_attention(layer.self_attn, q, k, v, seen)
             self_probs.append(probs)
             return out
 
@@ -105,15 +114,22 @@ def run_explicit(
             cross_probs.append(probs)
             return out
 
-        x = layer.residual(x, layer.self_attn_norm, self_fn)
-        if memory_kv is not None:
-            x = layer.residual(x, layer.cross_attn_norm, cross_fn)
-        x = layer.residual(x, layer.mlp_norm, layer.mlp)
+        x = layer.residual(x, "self_attn", self_fn)
+        if memory_kv is not None and not layer.merged:
+            x = layer.residual(x, "cross_attn", cross_fn)
+        x = layer.residual(x, "mlp", layer.mlp)
     if backbone.final_norm is not None:
         x = backbone.final_norm(x)
     trace = Trace(
         hidden_states=tuple(all_hidden) + (x,) if hidden_states else None,
         attentions=tuple(self_probs) if attentions else None,
-        cross_attentions=tuple(cross_probs) if attentions and memory_kv is not None else None,
+        cross_attentions=tuple(cross_probs) if attentions and memory_kv is not None and cross_probs else None,
     )
     return x, trace
+
+
+def rope_of(backbone, x: Tensor, past_length: int = 0, position_ids: Tensor | None = None):
+    """The RoPE cos/sin of embeddings x (B, T, C) at positions past_length.. (or position_ids); None
+    for families with a position table."""
+    grid = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+    return backbone.rope(grid, past_length, x.dtype, position_ids=position_ids)

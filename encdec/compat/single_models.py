@@ -27,7 +27,7 @@ from encdec.checkpoints.keymaps import (
     report_warm_start,
     to_hf,
 )
-from encdec.compat.explicit import Cache, run_explicit
+from encdec.compat.explicit import Cache, rope_of, run_explicit
 from encdec.compat.outputs import BaseModelOutput, BaseModelOutputWithPooling, CausalLMOutput
 from encdec.compat.pretrained import (
     apply_load_options,
@@ -37,7 +37,8 @@ from encdec.compat.pretrained import (
     split_load_options,
 )
 from encdec.nn.backbone import Backbone
-from encdec.nn.config import FAMILIES, BackboneConfig
+from encdec.nn.config import BackboneConfig
+from encdec.nn.families import FAMILIES
 from encdec.nn.layers import padding_mask
 from encdec.nn.loss import logits_loss
 
@@ -113,7 +114,7 @@ class SingleModel(nn.Module):
                 cache.cross_kv = memory_kv
         hidden, trace = run_explicit(
             self.backbone, x, attention_mask, memory_kv=memory_kv, memory_mask=padding_mask(encoder_attention_mask),
-            cache=cache, past_length=past,
+            cache=cache, past_length=past, rope=rope_of(self.backbone, x, past, position_ids),
             hidden_states=config.output_hidden_states if output_hidden_states is None else output_hidden_states,
             attentions=config.output_attentions if output_attentions is None else output_attentions,
         )

@@ -27,7 +27,7 @@ class Decoding:
         self.memory_mask = padding_mask(memory_attention_mask)  # (B, 1, 1, S) or None
         self.sources = memory.shape[0]
         config = decoder.config
-        heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+        heads, head_dim = config.kv_heads, config.head_size  # grouped-query attention caches kv heads only
         self.caches = [
             KVCache(self.sources * rows_per_source, heads, length, head_dim, dtype=memory.dtype, device=memory.device)
             for _ in range(config.num_hidden_layers)

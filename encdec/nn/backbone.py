@@ -12,17 +12,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from encdec.nn.config import FAMILIES, BackboneConfig
+from encdec.nn.config import BackboneConfig
 from encdec.nn.cpu_kernels import Dropout
+from encdec.nn.families import FAMILIES
 from encdec.nn.layers import (
     Block,
     KVCache,
+    Rotary,
     activation,
     causal_mask,
     init_weights,
+    make_norm,
     padding_mask,
     run_layers,
     scaled_init,
+    sliding_mask,
 )
 from encdec.nn.packing import PackedMask, Packing
 
@@ -53,9 +57,12 @@ class Embeddings(nn.Module):
         self.roberta_positions = family.roberta_positions
         self.pad_id = config.pad_token_id
         self.word = nn.Embedding(config.vocab_size, width, padding_idx=self.pad_id if family.pad_embedding else None)
-        self.position = nn.Embedding(
-            config.max_position_embeddings, width, padding_idx=self.pad_id if self.roberta_positions else None
-        )
+        self.position = None  # rotary families rotate queries and keys instead (encdec.nn.layers.Rotary)
+        if family.positions == "absolute":
+            self.position = nn.Embedding(
+                config.max_position_embeddings, width, padding_idx=self.pad_id if self.roberta_positions else None
+            )
+        self.scale = width ** 0.5 if family.embed_scale else None  # Gemma scales the word embeddings
         self.token_type = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size > 0 else None
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps) if family.embedding_norm else None
         self.dropout = Dropout(config.embd_dropout)
@@ -96,7 +103,11 @@ class Embeddings(nn.Module):
         if packing is not None:
             input_ids, positions = packing.pack(input_ids), packing.pack(positions)
             token_type_ids = None if token_type_ids is None else packing.pack(token_type_ids)
-        x = (self.word(input_ids) if inputs_embeds is None else inputs_embeds) + self.position(positions)
+        x = self.word(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.scale is not None and inputs_embeds is None:
+            x = x * torch.tensor(self.scale, dtype=x.dtype)
+        if self.position is not None:
+            x = x + self.position(positions)
         if self.token_type is not None:
             x = x + (self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids))
         if self.norm is not None:
@@ -140,8 +151,9 @@ class Backbone(nn.Module):
         family = config.family
         self.config = config
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
-        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if family.final_norm else None
+        self.layers = nn.ModuleList(Block(config, kind) for kind in config.layer_kinds)
+        self.final_norm = make_norm(config) if family.final_norm else None
+        self.rotary = Rotary(config) if family.positions == "rotary" else None
         self.gradient_checkpointing = False
         if config.is_decoder:
             self.head = LMHead(config)
@@ -179,8 +191,34 @@ class Backbone(nn.Module):
             self.layers, x, mask, causal=causal, pos=pos,
             memory_kv=memory_kv, memory_mask=memory_mask, caches=caches,
             checkpointed=self.gradient_checkpointing,
+            rope=self.rope(input_ids, pos, x.dtype, packing, position_ids),
+            sliding=self.sliding_mask(attention_mask, x, pos, packing),
         )
         return x if self.final_norm is None else self.final_norm(x)
+
+    def rope(self, input_ids: Tensor, pos: int, dtype: torch.dtype, packing: Packing | None = None,
+             position_ids: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+        """RoPE cos/sin for these tokens, shaped to broadcast over heads: (B, 1, T, D), packed (N, 1, D);
+        None for families with a position table."""
+        if self.rotary is None:
+            return None
+        positions = self.embeddings.position_ids(input_ids, pos) if position_ids is None \
+            else position_ids.expand_as(input_ids)
+        if packing is not None:
+            positions = packing.pack(positions)
+        cos, sin = self.rotary(positions, dtype)
+        return cos[:, None], sin[:, None]  # the head axis: (B, T, D) -> (B, 1, T, D); (N, D) -> (N, 1, D)
+
+    def sliding_mask(self, attention_mask: Tensor | None, x: Tensor, pos: int,
+                     packing: Packing | None = None) -> tuple[Tensor, bool] | None:
+        """(mask, causal) of the sliding-window layers; None when there are none."""
+        if not any(layer.sliding for layer in self.layers):
+            return None
+        if packing is not None:
+            raise ValueError("Sliding-window layers run on padded batches (config.packable is False).")
+        t = x.shape[1]
+        mask = sliding_mask(attention_mask, t, pos + t, self.config.sliding_window, self.config.is_decoder, x.device)
+        return mask, False
 
     def cross_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Each layer's cross-attention keys and values of the encoder output, computed once."""
@@ -189,7 +227,9 @@ class Backbone(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         features, weight, bias = self.projection(hidden)
         override = self.head.projection_override
-        return override(features) if override is not None else nn.functional.linear(features, weight, bias)
+        logits = override(features) if override is not None else nn.functional.linear(features, weight, bias)
+        cap = self.config.final_logit_softcapping
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def projection(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """(features, weight, bias) with logits = features @ weight^T + bias, for fused losses."""

@@ -1,8 +1,8 @@
 """Backbone and encoder-decoder configs, read from and written to Hugging Face config.json dicts.
 
-One `BackboneConfig` serves every family: a family is one row of `FAMILIES` (flags the backbone
-reads, defaults, and the HF names of fields, e.g. GPT-2's `n_embd` for `hidden_size`), translated
-only at the border.
+One `BackboneConfig` serves every family: a family is one row of `FAMILIES` (encdec.nn.families:
+flags the backbone reads, defaults, and the HF names of fields, e.g. GPT-2's `n_embd` for
+`hidden_size`), translated only at the border.
 """
 
 from __future__ import annotations
@@ -16,103 +16,7 @@ from typing import Any
 
 from encdec.base.hub import resolve_model_dir
 from encdec.base.jsonfile import read_config_json
-
-
-@dataclass(frozen=True)
-class Family:
-    """How one checkpoint family differs from BERT, as values: the backbone reads these flags, and
-    transformers' class names for it (the border: encdec.compat derives its names from these)."""
-
-    hf_config: str  # transformers' config class, e.g. "BertConfig"
-    hf_encoder: str | None  # transformers' base-model class (an encoder), e.g. "BertModel"
-    hf_decoder: str | None  # transformers' causal-LM class (a decoder), e.g. "BertLMHeadModel"
-    defaults: dict[str, Any] = field(default_factory=dict)  # config values unlike BertConfig's
-    hf_names: dict[str, str | None] = field(default_factory=dict)  # ours -> config.json name; None: absent
-    encoder: bool = True  # usable as the encoder
-    decoder: bool = True  # usable as the decoder (causal self-attention + cross-attention + LM head)
-    pre_norm: bool = False  # LayerNorm before each sub-layer (GPT-2), not after the residual sum
-    final_norm: bool = False  # a LayerNorm after the last layer (GPT-2's ln_f)
-    embedding_norm: bool = True  # LayerNorm on the summed embeddings
-    roberta_positions: bool = False  # positions count real tokens from pad + 1; pads sit at pad
-    pad_embedding: bool = True  # the word embedding's pad row gets no gradient (padding_idx)
-    pooler: bool = False  # encoder checkpoints carry a pooler (loaded and saved, never run)
-    head: str = "transform"  # LM head: "transform" (dense, act, LayerNorm), "plain" or "none"
-    head_hidden: bool = True  # the transform keeps the hidden width (False: to embedding_size, ELECTRA)
-    head_act: str | None = None  # the transform's activation; None: hidden_act
-    head_bias: bool = True
-    scaled_init: bool = False  # GPT-2 scales residual output projections by 1/sqrt(2 n_layer)
-
-
-_ROBERTA_DEFAULTS = dict(
-    vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-    pad_token_id=1, bos_token_id=0, eos_token_id=2,
-)
-_ROBERTA = dict(roberta_positions=True, pooler=True, head_act="gelu")
-
-# One row per supported model_type. Defaults follow the family's published checkpoints where
-# transformers' config class keeps BERT's (roberta-base, xlm-roberta-base, camembert-base).
-FAMILIES: dict[str, Family] = {
-    "bert": Family("BertConfig", "BertModel", "BertLMHeadModel", pooler=True),
-    "roberta": Family("RobertaConfig", "RobertaModel", "RobertaForCausalLM", defaults=_ROBERTA_DEFAULTS, **_ROBERTA),
-    "xlm-roberta": Family("XLMRobertaConfig", "XLMRobertaModel", "XLMRobertaForCausalLM",
-                          defaults=dict(_ROBERTA_DEFAULTS, vocab_size=250002), **_ROBERTA),
-    "camembert": Family("CamembertConfig", "CamembertModel", "CamembertForCausalLM",
-                        defaults=dict(_ROBERTA_DEFAULTS, vocab_size=32005), **_ROBERTA),
-    "bert-generation": Family(
-        "BertGenerationConfig", "BertGenerationEncoder", "BertGenerationDecoder",
-        defaults=dict(
-            vocab_size=50358, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-            intermediate_size=4096, pad_token_id=0, bos_token_id=2, eos_token_id=1, type_vocab_size=0,
-        ),
-        hf_names={"type_vocab_size": None}, head="plain",
-    ),
-    "electra": Family(
-        "ElectraConfig", "ElectraModel", "ElectraForCausalLM",
-        defaults=dict(embedding_size=128, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
-        hf_names={"embedding_size": "embedding_size"}, head_hidden=False, head_act="gelu",
-    ),
-    "distilbert": Family(
-        "DistilBertConfig", "DistilBertModel", None,
-        defaults=dict(type_vocab_size=0),
-        hf_names={
-            "hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
-            "intermediate_size": "hidden_dim", "hidden_act": "activation", "hidden_dropout_prob": "dropout",
-            "attention_probs_dropout_prob": "attention_dropout", "sinusoidal_positions": "sinusoidal_pos_embds",
-            "layer_norm_eps": None, "type_vocab_size": None,
-        },
-        decoder=False,
-    ),
-    "gpt2": Family(
-        "GPT2Config", None, "GPT2LMHeadModel",
-        defaults=dict(
-            vocab_size=50257, max_position_embeddings=1024, hidden_act="gelu_new", layer_norm_eps=1e-5,
-            type_vocab_size=0, pad_token_id=None, bos_token_id=50256, eos_token_id=50256,
-            intermediate_size=None, embedding_dropout_prob=0.1,
-        ),
-        hf_names={
-            "hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
-            "intermediate_size": "n_inner", "max_position_embeddings": "n_positions",
-            "hidden_act": "activation_function", "layer_norm_eps": "layer_norm_epsilon",
-            "hidden_dropout_prob": "resid_pdrop", "attention_probs_dropout_prob": "attn_pdrop",
-            "embedding_dropout_prob": "embd_pdrop", "type_vocab_size": None,
-        },
-        encoder=False, pre_norm=True, final_norm=True, embedding_norm=False, pad_embedding=False,
-        head="plain", head_bias=False, scaled_init=True,
-    ),
-}
-MODEL_TYPES = tuple(FAMILIES)
-# Fields only some families have: absent from config.json unless the family's hf_names names them.
-_FAMILY_ONLY = ("embedding_size", "embedding_dropout_prob", "sinusoidal_positions")
-
-
-def family_of(model_type: Any) -> Family:
-    """The family row, or an error that lists the supported model types."""
-    if model_type not in FAMILIES:
-        raise ValueError(
-            f"Unknown model_type {model_type!r}: encdec supports {', '.join(MODEL_TYPES)} "
-            "(or 'encoder-decoder' at the top level). Use a checkpoint of one of these families or convert it first."
-        )
-    return FAMILIES[model_type]
+from encdec.nn.families import FAMILIES, FAMILY_ONLY, Family, family_of
 
 
 @dataclass
@@ -142,15 +46,35 @@ class BackboneConfig:
     is_decoder: bool = False
     add_cross_attention: bool = False
     tie_word_embeddings: bool = True
+    # Fields of the decoder-only LM families (transformers' Llama/Qwen/Gemma names); absent from the
+    # config.json of families that lack them.
+    num_key_value_heads: int | None = None  # grouped-query attention; None: num_attention_heads
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    rope_parameters: dict[str, Any] | None = None  # {"rope_type", "rope_theta", scaling keys}
+    attention_bias: bool | None = None  # Llama: biases on q/k/v/o (a family may fix them)
+    mlp_bias: bool | None = None
+    sliding_window: int | None = None  # keys a sliding-attention layer sees
+    layer_types: list[str] | None = None  # "full_attention" / "sliding_attention" per layer
+    query_pre_attn_scalar: float | None = None  # Gemma 2: attention scale 1/sqrt(this), not 1/sqrt(head_dim)
+    attn_logit_softcapping: float | None = None  # scores -> cap * tanh(scores / cap)
+    final_logit_softcapping: float | None = None  # logits -> cap * tanh(logits / cap)
+    cross_attention_init: str | None = None  # a decoder's cross-attention kind (Family.cross_attention)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, kept for round trips
 
     def __post_init__(self) -> None:
-        family_of(self.model_type)
-        if self.hidden_size % self.num_attention_heads:
+        family = family_of(self.model_type)
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                 f"{self.num_attention_heads}; pick a head count that divides it."
             )
+        if self.num_attention_heads % self.kv_heads:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads {self.kv_heads}; pick a kv head count that divides it.")
+        kind = self.cross_attention_init
+        if kind is not None and kind not in family.cross_attention:
+            raise ValueError(f"cross_attention_init={kind!r} is not available for a {self.model_type} decoder; "
+                             f"choose one of {', '.join(family.cross_attention)}.")
 
     def __setattr__(self, name: str, value: Any) -> None:
         """transformers code sets attributes after construction: our fields and the family's HF
@@ -191,6 +115,46 @@ class BackboneConfig:
         return (self.pad_token_id or 0) + 1 if self.family.roberta_positions else 0
 
     @property
+    def kv_heads(self) -> int:
+        return self.num_key_value_heads or self.num_attention_heads
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def cross_attention_kind(self) -> str:
+        """The decoder's cross-attention kind: the one it was composed with, else the family's default."""
+        return self.cross_attention_init or self.family.cross_attention[0]
+
+    @property
+    def rope(self) -> dict[str, Any]:
+        """RoPE settings with transformers' defaults filled in (type "default", theta 10000)."""
+        return {"rope_type": "default", "rope_theta": 10000.0, **(self.rope_parameters or {})}
+
+    @property
+    def layer_kinds(self) -> list[str]:
+        """ "full_attention" or "sliding_attention" for each layer, as transformers derives them when
+        config.json lists none (Gemma 2 alternates from a sliding first layer; Qwen slides from
+        max_window_layers on when use_sliding_window is set)."""
+        n, window = self.num_hidden_layers, self.sliding_window
+        if self.layer_types is not None:
+            return list(self.layer_types)
+        if window is None or self.family.sliding_layers == "none":
+            return ["full_attention"] * n
+        if self.family.sliding_layers == "alternate":
+            return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+        first = self.extra.get("max_window_layers", n) if self.extra.get("use_sliding_window") else n
+        return ["sliding_attention" if i >= first else "full_attention" for i in range(n)]
+
+    @property
+    def packable(self) -> bool:
+        """Whether the training fast path can run on packed tokens: not with soft-capped scores,
+        sliding windows or merged cross-attention (those run padded)."""
+        return not (self.attn_logit_softcapping or "sliding_attention" in self.layer_kinds
+                    or (self.add_cross_attention and self.cross_attention_kind == "merged"))
+
+    @property
     def max_positions(self) -> int:
         """The longest sequence the position table covers (RoBERTa: 514 rows hold 512 tokens)."""
         return self.max_position_embeddings - self.position_offset
@@ -202,6 +166,8 @@ class BackboneConfig:
         model_type = hf.get("model_type")
         family = family_of(model_type)
         kwargs: dict[str, Any] = dict(family.defaults)
+        if family.positions == "rotary":
+            _legacy_rope(hf)
         for ours, theirs in _hf_names(family).items():
             if theirs is not None and theirs in hf:
                 kwargs[ours] = hf.pop(theirs)
@@ -214,16 +180,31 @@ class BackboneConfig:
         out = copy.deepcopy(self.extra)
         for ours, theirs in _hf_names(self.family).items():
             value = getattr(self, ours)
-            if theirs is not None and not (ours in _FAMILY_ONLY and value is None):
+            if theirs is not None and not (ours in FAMILY_ONLY and value is None):
                 out[theirs] = value
         out.pop("architectures", None)
         return dict(sorted(out.items()))
 
 
+def _legacy_rope(hf: dict[str, Any]) -> None:
+    """config.json files written before transformers 5 keep `rope_theta` and `rope_scaling` at the
+    top; fold them into `rope_parameters` as transformers 5 reads them."""
+    theta, scaling = hf.pop("rope_theta", None), hf.pop("rope_scaling", None)
+    if theta is None and scaling is None:
+        return
+    params = dict(scaling or hf.get("rope_parameters") or {})
+    if "type" in params:
+        params.setdefault("rope_type", params.pop("type"))
+    params.setdefault("rope_type", "default")
+    if theta is not None:
+        params.setdefault("rope_theta", theta)
+    hf["rope_parameters"] = params
+
+
 def _hf_names(family: Family) -> dict[str, str | None]:
     """Every field of ours -> its config.json name in this family (None: the family lacks it)."""
     names: dict[str, str | None] = {
-        f.name: (None if f.name in _FAMILY_ONLY else f.name) for f in fields(BackboneConfig) if f.name != "extra"
+        f.name: (None if f.name in FAMILY_ONLY else f.name) for f in fields(BackboneConfig) if f.name != "extra"
     }
     names.update(family.hf_names)
     return names

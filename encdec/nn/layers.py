@@ -56,42 +56,145 @@ class KVCache:
         self.v = self.v.index_select(0, index)
 
 
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32: Llama's `w * x`, or Gemma's `(1 + w) * x` with
+    the weight stored as an offset from 1 (`plus_one`), each rounded to the input dtype as theirs."""
+
+    def __init__(self, width: int, eps: float, plus_one: bool = False) -> None:
+        super().__init__()
+        self.eps, self.plus_one = eps, plus_one
+        self.weight = nn.Parameter(torch.zeros(width) if plus_one else torch.ones(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.plus_one:
+            return (y * (1.0 + self.weight.float())).type_as(x)
+        return self.weight * y.to(x.dtype)
+
+
+def make_norm(config: BackboneConfig, width: int | None = None) -> nn.Module:
+    """The family's norm over `width` features (default: the hidden size)."""
+    width = width or config.hidden_size
+    if config.family.norm == "layer":
+        return nn.LayerNorm(width, eps=config.layer_norm_eps)
+    return RMSNorm(width, config.layer_norm_eps, plus_one=config.family.norm == "rms_plus_one")
+
+
+class Rotary(nn.Module):
+    """Rotary position embeddings: cos/sin tables for given positions (RoPE types "default",
+    "linear" and "llama3", as transformers computes their inverse frequencies)."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.register_buffer("inv_freq", rope_inverse_frequencies(config), persistent=False)
+
+    def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """positions (...,) int -> cos, sin (..., D) in `dtype`, each frequency used twice."""
+        freqs = positions[..., None].float() * self.inv_freq.float()
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rope_inverse_frequencies(config: BackboneConfig) -> Tensor:
+    rope, dim = config.rope, config.head_size
+    inv_freq = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    kind = rope["rope_type"]
+    if kind == "linear":
+        return inv_freq / rope["factor"]
+    if kind == "llama3":
+        return _llama3_frequencies(inv_freq, rope)
+    if kind != "default":
+        raise ValueError(f"rope_type {kind!r} is not supported; encdec implements default, linear and llama3. "
+                         "Use a checkpoint with one of these or transformers for this model.")
+    return inv_freq
+
+
+def _llama3_frequencies(inv_freq: Tensor, rope: dict) -> Tensor:
+    """Llama 3.1's scaling: long wavelengths slowed by `factor`, short ones kept, a smooth blend between."""
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old_context = rope["original_max_position_embeddings"]
+    wavelength = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelength > old_context / low, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelength - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelength >= old_context / high) & (wavelength <= old_context / low)
+    return torch.where(medium, blended, scaled)
+
+
+def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
+    """Rotate pairs (i, i + D/2) of x (..., H, T, D) or packed (N, H, D) by the positions' angles;
+    cos/sin come shaped to broadcast over the head axis."""
+    if rope is None:
+        return x
+    cos, sin = rope
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _biases(config: BackboneConfig) -> tuple[bool, bool]:
+    """(q/k/v bias, output bias): fixed by the family, or the config's attention_bias (Llama)."""
+    family, flag = config.family, bool(config.attention_bias)
+    qkv = flag if family.qkv_bias is None else family.qkv_bias
+    return qkv, (flag if family.out_bias is None else family.out_bias)
+
+
 class Attention(nn.Module):
-    """Multi-head attention through SDPA: fused QKV for self-attention, fused KV for cross."""
+    """Multi-head attention through SDPA: fused QKV for self-attention, fused KV for cross. Heads,
+    key/value heads (grouped-query attention), head size, biases, q/k norms, RoPE, the score scale
+    and soft-capping come from the config."""
 
     def __init__(self, config: BackboneConfig, cross: bool) -> None:
         super().__init__()
         c = config.hidden_size
-        self.heads = config.num_attention_heads
+        self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, config.kv_heads, config.head_size
         self.cross = cross
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        qkv_bias, out_bias = _biases(config)
         if cross:
-            self.q = nn.Linear(c, c)
-            self.kv = nn.Linear(c, 2 * c)
+            self.q = nn.Linear(c, q_size, bias=qkv_bias)
+            self.kv = nn.Linear(c, 2 * kv_size, bias=qkv_bias)
         else:
-            self.qkv = nn.Linear(c, 3 * c)
-        self.out = nn.Linear(c, c)
+            self.qkv = nn.Linear(c, q_size + 2 * kv_size, bias=qkv_bias)
+        self.out = nn.Linear(q_size, c, bias=out_bias)
+        self.q_norm = make_norm(config, self.head_dim) if config.family.qk_norm else None
+        self.k_norm = make_norm(config, self.head_dim) if config.family.qk_norm else None
+        self.scale = config.query_pre_attn_scalar ** -0.5 if config.query_pre_attn_scalar else None
+        self.softcap = config.attn_logit_softcapping
         self.dropout = config.attention_probs_dropout_prob
 
-    def split_heads(self, x: Tensor) -> Tensor:
-        """(B, T, C) -> (B, H, T, D); packed (N, C) -> (N, H, D)."""
+    def split_heads(self, x: Tensor, heads: int | None = None) -> Tensor:
+        """(B, T, h * D) -> (B, h, T, D); packed (N, h * D) -> (N, h, D); h defaults to the query heads."""
+        heads = heads or self.heads
         if x.dim() == 2:
-            return x.view(x.shape[0], self.heads, -1)
-        b, t, c = x.shape
-        return x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+            return x.view(x.shape[0], heads, -1)
+        b, t, _ = x.shape
+        return x.view(b, t, heads, -1).transpose(1, 2)
 
-    def self_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention queries, keys and values of x (B, T, C), each (B, H, T, D)."""
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+    def self_qkv(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention queries (B, H, T, D), keys and values (B, KV, T, D) of x (B, T, C) (packed:
+        (N, H|KV, D)), q/k-normed and rotated where the family does."""
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split((q_size, kv_size, kv_size), dim=-1)
+        q = apply_rope(_norm(self.q_norm, self.split_heads(q)), rope)
+        k = apply_rope(_norm(self.k_norm, self.split_heads(k, self.kv_heads)), rope)
+        return q, k, self.split_heads(v, self.kv_heads)
 
     def cross_query(self, x: Tensor) -> Tensor:
         """Cross-attention queries of x (B, T, C) or packed (N, C), split into heads."""
-        return self.split_heads(self.q(x))
+        return _norm(self.q_norm, self.split_heads(self.q(x)))
 
     def project_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-attention keys and values of the encoder output: computed once per source."""
-        k, v = self.kv(memory).chunk(2, dim=-1)
-        return self.split_heads(k), self.split_heads(v)
+        """Keys and values of the encoder output (no positions), computed once per source: a
+        cross-attention's own projection, or for merged attention this self-attention's."""
+        if self.cross:
+            k, v = self.kv(memory).chunk(2, dim=-1)
+        else:
+            q_size = self.heads * self.head_dim
+            bias = None if self.qkv.bias is None else self.qkv.bias[q_size:]
+            k, v = nn.functional.linear(memory, self.qkv.weight[q_size:], bias).chunk(2, dim=-1)
+        return _norm(self.k_norm, self.split_heads(k, self.kv_heads)), self.split_heads(v, self.kv_heads)
 
     def forward(
         self,
@@ -99,32 +202,91 @@ class Attention(nn.Module):
         mask: Tensor | None,
         *,
         memory_kv: tuple[Tensor, Tensor] | None = None,
+        memory_mask: Tensor | None = None,
         cache: KVCache | None = None,
         pos: int = 0,
         causal: bool = False,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """x (B, T, C); mask broadcastable to (B, H, T, S), True = attend. Packed tokens: x (N, C)
-        with a `PackedMask`."""
+        with a `PackedMask`. A self-attention given `memory_kv` attends over the encoder outputs
+        and its own tokens in one softmax (merged cross-attention; `memory_mask` masks the former)."""
         dropout = self.dropout if self.training else 0.0
         if isinstance(mask, PackedMask):
-            return self._packed(x, mask, memory_kv, dropout)
+            return self._packed(x, mask, memory_kv, dropout, rope)
         if self.cross:
             q, (k, v) = self.cross_query(x), memory_kv
         else:
-            q, k, v = self.self_qkv(x)
+            q, k, v = self.self_qkv(x, rope)
             if cache is not None:
                 k, v = cache.update(pos, k, v)
-        y = _attend(q, k, v, mask, dropout, causal and mask is None)
+            if memory_kv is not None:
+                q_len, k_len = q.shape[2], k.shape[2]
+                if mask is None and causal:
+                    mask = causal_mask(None, q_len, k_len, x.device)
+                k, v = torch.cat((memory_kv[0], k), dim=2), torch.cat((memory_kv[1], v), dim=2)
+                mask, causal = merged_mask(mask, memory_mask, memory_kv[0].shape[2], q_len, k_len, x.shape[0]), False
+        y = attend(q, k, v, mask, dropout=dropout, causal=causal and mask is None, scale=self.scale,
+                   softcap=self.softcap)
         b, h, t, d = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * d))
 
-    def _packed(self, x: Tensor, mask: PackedMask, memory_kv: tuple[Tensor, Tensor] | None, dropout: float) -> Tensor:
-        """Attention over packed tokens x (N, C); cross K/V come packed too, (N_src, H, D)."""
+    def _packed(self, x: Tensor, mask: PackedMask, memory_kv: tuple[Tensor, Tensor] | None, dropout: float,
+                rope: tuple[Tensor, Tensor] | None) -> Tensor:
+        """Attention over packed tokens x (N, C); cross K/V come packed too, (N_src, KV, D)."""
         if self.cross:
             q, (k, v) = self.cross_query(x), memory_kv
         else:
-            q, k, v = self.qkv(x).view(x.shape[0], 3, self.heads, -1).unbind(1)  # each (N, H, D)
+            q, k, v = self.self_qkv(x, rope)
+        if self.kv_heads != self.heads:
+            k, v = (t.repeat_interleave(self.heads // self.kv_heads, dim=1) for t in (k, v))
+        if self.scale is not None:  # the packed kernels scale by 1/sqrt(D): fold the difference into q
+            q = q * (self.scale * self.head_dim ** 0.5)
         return self.out(packed_attention(q, k, v, mask, dropout).flatten(1))
+
+
+def _norm(norm: nn.Module | None, x: Tensor) -> Tensor:
+    return x if norm is None else norm(x)
+
+
+def merged_mask(self_mask: Tensor | None, memory_mask: Tensor | None, s: int, t: int, k_len: int,
+                batch: int) -> Tensor:
+    """(B, 1, T, S + K) boolean mask of merged attention: the encoder outputs (memory_mask, or all)
+    then the own keys (self_mask, or all)."""
+    device = (self_mask if self_mask is not None else memory_mask).device if (
+        self_mask is not None or memory_mask is not None) else None
+    own = self_mask if self_mask is not None else torch.ones(1, 1, t, k_len, dtype=torch.bool, device=device)
+    memory = memory_mask if memory_mask is not None else torch.ones(1, 1, 1, s, dtype=torch.bool, device=own.device)
+    rows = max(batch, own.shape[0], memory.shape[0])
+    return torch.cat((memory.expand(rows, 1, t, s), own.expand(rows, 1, t, k_len)), dim=-1)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, dropout: float = 0.0, causal: bool = False,
+           scale: float | None = None, softcap: float | None = None) -> Tensor:
+    """q (B, H, T, D), k/v (B' | B, KV, S, D) -> (B, H, T, D). Key/value heads are shared by groups
+    of query heads; soft-capped scores (Gemma 2) take the explicit path, the rest SDPA."""
+    if k.shape[1] != q.shape[1]:
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    if softcap is not None:
+        return softcapped_attention(q, k, v, mask, dropout, causal, scale, softcap)[0]
+    if scale is not None:  # every kernel below scales by 1/sqrt(D): fold the difference into q
+        q = q * (scale * q.shape[-1] ** 0.5)
+    return _attend(q, k, v, mask, dropout, causal)
+
+
+def softcapped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, causal: bool,
+                         scale: float | None, softcap: float | None) -> tuple[Tensor, Tensor]:
+    """Scores, cap * tanh(scores / cap), masked softmax in float32, dropout, @ v; also returns the
+    probabilities. k/v already have q's heads and rows."""
+    scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if causal:
+        mask = causal_mask(None, q.shape[2], k.shape[2], q.device)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+    return F.dropout(probs, dropout, dropout > 0) @ v, probs
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, is_causal: bool) -> Tensor:
@@ -140,39 +302,65 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float
 
 
 class MLP(nn.Module):
+    """fc_out(act(fc_in x)), or for gated families (SwiGLU, GeGLU) down(act(gate x) * up x) with
+    gate and up fused in fc_in."""
+
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
-        self.fc_in = nn.Linear(config.hidden_size, config.ffn_size)
-        self.fc_out = nn.Linear(config.ffn_size, config.hidden_size)
+        self.gated = config.family.mlp == "gated"
+        bias = bool(config.mlp_bias) if self.gated else True
+        self.fc_in = nn.Linear(config.hidden_size, config.ffn_size * (2 if self.gated else 1), bias=bias)
+        self.fc_out = nn.Linear(config.ffn_size, config.hidden_size, bias=bias)
         self.act = activation(config.hidden_act)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gated:
+            gate, up = self.fc_in(x).chunk(2, dim=-1)
+            return self.fc_out(self.act(gate) * up)
         return self.fc_out(self.act(self.fc_in(x)))
 
 
 class Block(nn.Module):
-    """Self-attention, optional cross-attention, MLP; each with a residual and a LayerNorm placed
-    before (pre-norm, GPT-2) or after (post-norm, BERT) the sub-layer."""
+    """Self-attention, optional cross-attention, MLP; each with a residual and a norm placed
+    before (pre-norm: GPT-2, Llama) or after (post-norm: BERT) the sub-layer, plus a second norm
+    on the sub-layer's output in sandwich families (Gemma 2). A decoder's cross-attention is of
+    the kind its config names: "gated" passes a tanh gate that starts at 0, "merged" has no
+    module of its own (the self-attention also attends over the encoder outputs)."""
 
-    def __init__(self, config: BackboneConfig) -> None:
+    def __init__(self, config: BackboneConfig, kind: str = "full_attention") -> None:
         super().__init__()
-        c, eps = config.hidden_size, config.layer_norm_eps
         self.pre_norm = config.pre_norm
+        self.sliding = kind == "sliding_attention"
+        sandwich = config.family.sandwich_norm
         self.self_attn = Attention(config, cross=False)
-        self.self_attn_norm = nn.LayerNorm(c, eps=eps)
-        if config.add_cross_attention:
+        self.self_attn_norm = make_norm(config)
+        self.self_attn_post_norm = make_norm(config) if sandwich else None
+        self.merged = config.add_cross_attention and config.cross_attention_kind == "merged"
+        if config.add_cross_attention and not self.merged:
             self.cross_attn = Attention(config, cross=True)
-            self.cross_attn_norm = nn.LayerNorm(c, eps=eps)
+            self.cross_attn_norm = make_norm(config)
+            self.cross_attn_post_norm = make_norm(config) if sandwich else None
+            if config.cross_attention_kind == "gated":
+                self.cross_attn_gate = nn.Parameter(torch.zeros(1))
         self.mlp = MLP(config)
-        self.mlp_norm = nn.LayerNorm(c, eps=eps)
+        self.mlp_norm = make_norm(config)
+        self.mlp_post_norm = make_norm(config) if sandwich else None
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def residual(self, x: Tensor, norm: nn.LayerNorm, fn: Callable[[Tensor], Tensor]) -> Tensor:
-        """One sub-layer `fn` with its residual, dropout and norm in this family's order; callers
-        that run attention their own way (encdec.compat.explicit) go through here too."""
-        if self.pre_norm:
-            return x + self.dropout(fn(norm(x)))
-        return norm(x + self.dropout(fn(x)))
+    def residual(self, x: Tensor, part: str, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """Sub-layer `part` ("self_attn", "cross_attn" or "mlp") computed by `fn`, with its norms,
+        dropout, gate and residual in this family's order; callers that run attention their own way
+        (encdec.compat.explicit) go through here too."""
+        norm, post = getattr(self, f"{part}_norm"), getattr(self, f"{part}_post_norm", None)
+        gate = getattr(self, f"{part}_gate", None)
+        if not self.pre_norm:
+            return norm(x + self.dropout(fn(x)))
+        y = fn(norm(x))
+        if post is not None:
+            y = post(y)
+        if gate is not None:
+            y = torch.tanh(gate).to(y.dtype) * y
+        return x + self.dropout(y)
 
     def forward(
         self,
@@ -184,15 +372,14 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         pos: int = 0,
         causal: bool = False,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        x = self.residual(
-            x, self.self_attn_norm, lambda h: self.self_attn(h, mask, cache=cache, pos=pos, causal=causal)
-        )
-        if memory_kv is not None:
-            x = self.residual(
-                x, self.cross_attn_norm, lambda h: self.cross_attn(h, memory_mask, memory_kv=memory_kv)
-            )
-        return self.residual(x, self.mlp_norm, self.mlp)
+        merged = memory_kv if self.merged else None
+        x = self.residual(x, "self_attn", lambda h: self.self_attn(
+            h, mask, cache=cache, pos=pos, causal=causal, rope=rope, memory_kv=merged, memory_mask=memory_mask))
+        if memory_kv is not None and not self.merged:
+            x = self.residual(x, "cross_attn", lambda h: self.cross_attn(h, memory_mask, memory_kv=memory_kv))
+        return self.residual(x, "mlp", self.mlp)
 
 
 def run_layers(
@@ -206,20 +393,24 @@ def run_layers(
     memory_mask: Tensor | None,
     caches: list[KVCache] | None,
     checkpointed: bool = False,
+    rope: tuple[Tensor, Tensor] | None = None,
+    sliding: tuple[Tensor | None, bool] | None = None,
 ) -> Tensor:
-    """Run the blocks in order, handing each its cross K/V and cache. `checkpointed` (training with
-    activation checkpointing) keeps only each block's input and recomputes the rest in backward."""
+    """Run the blocks in order, handing each its cross K/V, cache, RoPE angles and mask (sliding-
+    window layers take `sliding`'s (mask, causal)). `checkpointed` (training with activation
+    checkpointing) keeps only each block's input and recomputes the rest in backward."""
     for i, layer in enumerate(layers):
+        layer_mask, layer_causal = sliding if layer.sliding and sliding is not None else (mask, causal)
         kwargs = dict(
-            causal=causal, pos=pos,
+            causal=layer_causal, pos=pos, rope=rope,
             memory_kv=memory_kv[i] if memory_kv is not None else None,
             memory_mask=memory_mask,
             cache=caches[i] if caches is not None else None,
         )
         if checkpointed and torch.is_grad_enabled():
-            x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False, **kwargs)
+            x = torch.utils.checkpoint.checkpoint(layer, x, layer_mask, use_reentrant=False, **kwargs)
         else:
-            x = layer(x, mask, **kwargs)
+            x = layer(x, layer_mask, **kwargs)
     return x
 
 
@@ -240,6 +431,20 @@ def causal_mask(attention_mask: Tensor | None, q_len: int, k_len: int, device: t
     return allowed
 
 
+def sliding_mask(attention_mask: Tensor | None, q_len: int, k_len: int, window: int, causal: bool,
+                 device: torch.device) -> Tensor:
+    """Boolean (B|1, 1, T, S) mask of a sliding-window layer, queries at the last T of S positions:
+    causal layers see the `window` newest keys up to their own (key > query - window), bidirectional
+    ones every key within `window` positions either side, as transformers' masks do."""
+    rows = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
+    cols = torch.arange(k_len, device=device)[None, :]
+    allowed = ((cols <= rows) & (cols > rows - window)) if causal else (cols - rows).abs() <= window
+    allowed = allowed[None, None]
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, :k_len].bool()
+    return allowed
+
+
 def init_weights(module: nn.Module, std: float) -> None:
     """BERT/GPT-2 initialisation: normal(0, std) weights, zero biases, unit LayerNorms."""
     for m in module.modules():
@@ -254,6 +459,8 @@ def init_weights(module: nn.Module, std: float) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, RMSNorm):
+            (nn.init.zeros_ if m.plus_one else nn.init.ones_)(m.weight)
 
 
 def scaled_init(module: nn.Module, std: float, n_layer: int) -> None:

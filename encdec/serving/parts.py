@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from encdec.model import EncoderDecoderModel
-from encdec.nn.config import MODEL_TYPES, BackboneConfig, EncoderDecoderConfig
+from encdec.nn.config import BackboneConfig, EncoderDecoderConfig
+from encdec.nn.families import MODEL_TYPES
 from encdec.tokenization.tokenizer import Tokenizer, load_tokenizer
 
 logger = logging.getLogger("encdec")
