@@ -195,3 +195,50 @@ def summaries_one_by_one(model, encoder_tokenizer, decoder_tokenizer, texts: lis
         ids = model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], **settings)
         out.append(" ".join(decoder_tokenizer.decode(ids[0], skip_special_tokens=True).split()))
     return out
+
+
+# Decoder-only LM families: transformers' config kwargs of a tiny random model each. Grouped-query
+# attention everywhere; llama3 adds biases and Llama 3.1's RoPE scaling, qwen3 q/k norms and a head
+# size unlike hidden/heads, gemma2 sandwich norms, soft-capping and a 3-token sliding window.
+_LM = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+           num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+           pad_token_id=0)
+TINY_LMS = {
+    "llama": ("llama", dict(_LM, rope_parameters={"rope_type": "default", "rope_theta": 500.0})),
+    "llama3": ("llama", dict(_LM, attention_bias=True, mlp_bias=True, tie_word_embeddings=True, rope_parameters={
+        "rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16})),
+    "qwen2": ("qwen2", dict(_LM, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e4})),
+    "qwen3": ("qwen3", dict(_LM, head_dim=16, num_key_value_heads=1)),
+    "gemma2": ("gemma2", dict(_LM, head_dim=16, num_hidden_layers=3, query_pre_attn_scalar=12, sliding_window=3,
+                              attn_logit_softcapping=5.0, final_logit_softcapping=3.0)),
+}
+LM_CLASSES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma2": "Gemma2"}
+
+
+def reference_lm(name: str, head: bool = True, seed: int = 0, std: float = 0.2):
+    """transformers' tiny <Family>ForCausalLM (or <Family>Model) with spread weights, norms included
+    (so that RMSNorm weights and biases matter), eager attention, eval mode."""
+    import transformers
+
+    model_type, kwargs = TINY_LMS[name]
+    prefix = LM_CLASSES[model_type]
+    config = getattr(transformers, f"{prefix}Config")(**kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = getattr(transformers, f"{prefix}ForCausalLM" if head else f"{prefix}Model")(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if p.dim() == 1 and model_type != "gemma2" else 0.0))
+    return model
+
+
+def lm_batch(batch: int = 3, length: int = 9, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with right padding inside the batch."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 98, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, length - 3:] = 0
+    mask[2, 5:] = 0
+    return ids.masked_fill(mask == 0, 0), mask

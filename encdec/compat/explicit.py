@@ -85,11 +85,11 @@ def run_explicit(
     Returns the last hidden state (after any final norm) and the `Trace`."""
     t = x.shape[1]
     config = backbone.config
-    if config.is_decoder:
+    if config.causal:
         mask = causal_mask(attention_mask, t, past_length + t, x.device)
     else:
         mask = padding_mask(attention_mask)
-    window = sliding_mask(attention_mask, t, past_length + t, config.sliding_window, config.is_decoder, x.device) \
+    window = sliding_mask(attention_mask, t, past_length + t, config.sliding_window, config.causal, x.device) \
         if any(layer.sliding for layer in backbone.layers) else None
     all_hidden, self_probs, cross_probs = [], [], []
     for i, layer in enumerate(backbone.layers):

@@ -217,7 +217,7 @@ class Backbone(nn.Module):
         if packing is not None:
             raise ValueError("Sliding-window layers run on padded batches (config.packable is False).")
         t = x.shape[1]
-        mask = sliding_mask(attention_mask, t, pos + t, self.config.sliding_window, self.config.is_decoder, x.device)
+        mask = sliding_mask(attention_mask, t, pos + t, self.config.sliding_window, self.config.causal, x.device)
         return mask, False
 
     def cross_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
@@ -294,8 +294,8 @@ def self_attention_mask(
     """The boolean self-attention mask, or (None, True) when SDPA's built-in causal mask suffices;
     for packed tokens a `PackedMask`."""
     if packing is not None:
-        return PackedMask.self_attention(packing, attention_mask, causal=config.is_decoder), False
-    if not config.is_decoder:
+        return PackedMask.self_attention(packing, attention_mask, causal=config.causal), False
+    if not config.causal:
         return padding_mask(attention_mask), False
     t = x.shape[1]
     if attention_mask is None and (pos == 0 or t == 1):

@@ -59,6 +59,7 @@ class BackboneConfig:
     attn_logit_softcapping: float | None = None  # scores -> cap * tanh(scores / cap)
     final_logit_softcapping: float | None = None  # logits -> cap * tanh(logits / cap)
     cross_attention_init: str | None = None  # a decoder's cross-attention kind (Family.cross_attention)
+    use_bidirectional_attention: bool | None = None  # an LM family's layers made bidirectional (an encoder)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, kept for round trips
 
     def __post_init__(self) -> None:
@@ -113,6 +114,11 @@ class BackboneConfig:
     def position_offset(self) -> int:
         """The first position a real token takes: RoBERTa-style families start after the pad id."""
         return (self.pad_token_id or 0) + 1 if self.family.roberta_positions else 0
+
+    @property
+    def causal(self) -> bool:
+        """Whether self-attention is causal: a decoder, or a decoder-only LM family not made bidirectional."""
+        return self.is_decoder or (self.family.causal_lm and not self.use_bidirectional_attention)
 
     @property
     def kv_heads(self) -> int:
@@ -299,6 +305,8 @@ class EncoderDecoderConfig:
         decoder_config = copy.deepcopy(decoder_config)
         encoder_config.is_decoder = encoder_config.add_cross_attention = False
         decoder_config.is_decoder = decoder_config.add_cross_attention = True
+        if encoder_config.family.causal_lm:  # an LM as the encoder reads the whole source (T5Gemma's recipe)
+            encoder_config.use_bidirectional_attention = True
         return cls(encoder=encoder_config, decoder=decoder_config, **kwargs)
 
     @classmethod

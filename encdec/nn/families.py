@@ -45,6 +45,7 @@ class Family:
     # encdec.model: "gated" keeps the pretrained LM exact at step 0).
     cross_attention: tuple[str, ...] = ("random",)
     sliding_layers: str = "none"  # which layers slide when config.json names none: "alternate" | "qwen"
+    causal_lm: bool = False  # a decoder-only LM: causal even as a base model, unless made bidirectional
 
 
 _ROBERTA_DEFAULTS = dict(
@@ -58,6 +59,7 @@ _ROBERTA = dict(roberta_positions=True, pooler=True, head_act="gelu")
 _LM = dict(
     encoder=True, pre_norm=True, final_norm=True, embedding_norm=False, norm="rms", positions="rotary", mlp="gated",
     qkv_bias=None, out_bias=None, head="plain", head_bias=False, cross_attention=("gated", "random", "copy", "merged"),
+    causal_lm=True,
 )
 _LM_DEFAULTS = dict(
     hidden_act="silu", layer_norm_eps=1e-6, type_vocab_size=0, hidden_dropout_prob=0.0,
@@ -68,6 +70,7 @@ _LM_NAMES = {
     "hidden_dropout_prob": None, "num_key_value_heads": "num_key_value_heads", "head_dim": "head_dim",
     "rope_parameters": "rope_parameters", "attention_bias": "attention_bias", "mlp_bias": "mlp_bias",
     "sliding_window": "sliding_window", "layer_types": "layer_types", "cross_attention_init": "cross_attention_init",
+    "use_bidirectional_attention": "use_bidirectional_attention",
 }
 
 # One row per supported model_type. Defaults follow the family's published checkpoints where
@@ -158,7 +161,7 @@ MODEL_TYPES = tuple(FAMILIES)
 FAMILY_ONLY = (
     "embedding_size", "embedding_dropout_prob", "sinusoidal_positions", "num_key_value_heads", "head_dim",
     "rope_parameters", "attention_bias", "mlp_bias", "sliding_window", "layer_types", "query_pre_attn_scalar",
-    "attn_logit_softcapping", "final_logit_softcapping", "cross_attention_init",
+    "attn_logit_softcapping", "final_logit_softcapping", "cross_attention_init", "use_bidirectional_attention",
 )
 
 
