@@ -103,14 +103,11 @@ def read_gguf(path: str | Path, *, tokenizer: bool = True) -> GgufModel:
         )
     tensors = {t.name: t for t in reader.tensors}
     config = _llama_config(meta, tensors, path)
-    model = GgufModel(
-        config=config,
-        state_dict=_llama_state_dict(tensors, config, path, gguf),
-        metadata={k: v for k, v in meta.items() if not k.startswith("tokenizer.ggml.")},
-    )
-    if tokenizer:
+    model = GgufModel(config, {}, metadata={k: v for k, v in meta.items() if not k.startswith("tokenizer.ggml.")})
+    if tokenizer:  # before the weights: an unsupported tokenizer fails in milliseconds
         model.tokenizer = _tokenizer(meta, path)
         model.tokenizer_config, model.special_tokens_map = _tokenizer_config(meta, model.tokenizer)
+    model.state_dict = _llama_state_dict(tensors, config, path, gguf)
     return model
 
 

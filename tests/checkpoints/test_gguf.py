@@ -189,6 +189,7 @@ def test_tiny_folder_loads_in_encdec_tokenizer(tiny, tmp_path):
     assert tok.decode(tok("<|im_start|>the<|im_end|>")["input_ids"], skip_special_tokens=True) == "the"
 
 
+@pytest.mark.slow  # importing transformers: ~10 s on a busy machine
 def test_tiny_logits_in_transformers_equal_the_original_weights(tmp_path):
     """The folder written from the GGUF loads in transformers and computes what the weights the
     GGUF was written from compute: the un-permutation checked without transformers' GGUF code."""
@@ -249,6 +250,9 @@ def test_command_line(tiny, tmp_path, capsys):
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert main([str(tmp_path / "missing.gguf"), str(tmp_path / "out2")]) == 2
     assert "missing.gguf not found" in capsys.readouterr().err
+    (tmp_path / "text.gguf").write_text("not a gguf file")
+    assert main([str(tmp_path / "text.gguf"), str(tmp_path / "out3")]) == 2
+    assert "is not a readable GGUF file" in capsys.readouterr().err
 
 
 # ---- the real SmolLM2-135M-Instruct GGUF against transformers' GGUF loading ---------------------
