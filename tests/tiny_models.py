@@ -208,7 +208,8 @@ TINY_LMS = {
     "llama3": ("llama", dict(_LM, attention_bias=True, mlp_bias=True, tie_word_embeddings=True, rope_parameters={
         "rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 16})),
-    "qwen2": ("qwen2", dict(_LM, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e4})),
+    "qwen2": ("qwen2", dict(_LM, tie_word_embeddings=True,
+                            rope_parameters={"rope_type": "default", "rope_theta": 1e4})),
     "qwen3": ("qwen3", dict(_LM, head_dim=16, num_key_value_heads=1)),
     "gemma2": ("gemma2", dict(_LM, head_dim=16, num_hidden_layers=3, query_pre_attn_scalar=12, sliding_window=3,
                               attn_logit_softcapping=5.0, final_logit_softcapping=3.0)),
