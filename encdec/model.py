@@ -87,6 +87,8 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
             self.decoder.init_weights()
         if self.enc_to_dec_proj is not None:
             init_weights(self.enc_to_dec_proj, self.config.decoder.initializer_range)
+        if given_decoder is None and config.decoder.cross_attention_kind == "copy":
+            self.decoder.copy_self_to_cross_attention()
         if config.tie_encoder_decoder:
             self.tie_encoder_decoder()
         self.generation_config = GenerationConfig.from_model_config(config)
@@ -188,6 +190,11 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
                 output_hidden_states=output_hidden_states, labels=labels, cache_position=cache_position,
             )
             return out if return_dict else out.to_tuple()
+        if labels is not None and not return_logits and not (self.config.encoder.packable
+                                                              and self.config.decoder.packable):
+            out = self._padded_loss(input_ids, attention_mask, token_type_ids, encoder_outputs,
+                                    decoder_input_ids, decoder_attention_mask, labels, label_smoothing)
+            return out if return_dict else out.to_tuple()
         if labels is not None and not return_logits:
             out = self._packed_loss(
                 input_ids, attention_mask, token_type_ids, encoder_outputs,
@@ -244,11 +251,25 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
             encoder_hidden = source.unpack(packed_source)
         return Seq2SeqLMOutput(loss=loss, encoder_last_hidden_state=encoder_hidden)
 
+    def _padded_loss(self, input_ids, attention_mask, token_type_ids, encoder_outputs, decoder_input_ids,
+                     decoder_attention_mask, labels, label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
+        """The training fast path for models that cannot run packed (soft-capped scores, sliding
+        windows, merged cross-attention): the padded forward, projecting only labelled positions."""
+        encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids) if encoder_outputs is None \
+            else hidden_of(encoder_outputs)
+        hidden = self.decoder(decoder_input_ids, decoder_attention_mask,
+                              memory_kv=self.decoder.cross_kv(self.memory(encoder_hidden)),
+                              memory_mask=padding_mask(attention_mask))
+        loss = self.labelled_loss(hidden, labels, label_smoothing)
+        return Seq2SeqLMOutput(loss=loss, encoder_last_hidden_state=encoder_hidden)
+
     def labelled_loss(self, hidden: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """Mean cross-entropy over labels != -100, projecting only those positions, a chunk of rows
         at a time, with the logits' gradients taken as each chunk is made (encdec.nn.loss), so no
         logits are kept for backward."""
         keep = labels != -100
+        if self.decoder.config.final_logit_softcapping:  # capped logits: no fused projection + loss
+            return logits_loss(self.decoder.logits(hidden[keep]), labels[keep], label_smoothing)
         features, weight, bias = self.decoder.projection(hidden[keep])  # (N, C)
         count = int(keep.sum())
         return linear_cross_entropy(
@@ -360,9 +381,14 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
     ) -> EncoderDecoderModel:
         """Warm-start from two single-model checkpoints; cross-attention (and enc_to_dec_proj) start
         random. `encoder_*` / `decoder_*` kwargs set fields of that side's config, the rest the top;
-        `encoder_model=` / `decoder_model=` pass an encdec module instead of a folder for that side."""
+        `encoder_model=` / `decoder_model=` pass an encdec module instead of a folder for that side.
+        `cross_attention_init` adds cross-attention to a decoder-only LM: "gated" (default: the LM
+        exactly at step 0), "random", "copy" (from self-attention) or "merged" (no new weights)."""
         modules = {side: kwargs.pop(f"{side}_model", None) for side in ("encoder", "decoder")}
+        kind = kwargs.pop("cross_attention_init", None)
         enc_kw, dec_kw, top_kw = split_side_kwargs(kwargs)
+        if kind is not None:
+            dec_kw["cross_attention_init"] = kind
         paths = {"encoder": encoder_pretrained_model_name_or_path, "decoder": decoder_pretrained_model_name_or_path}
         for side, path in paths.items():
             if path is None and modules[side] is None:
@@ -387,6 +413,9 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
             unused += [f"{side} checkpoint: {k}" for k in side_unused]
         if model.enc_to_dec_proj is not None:
             new += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
+        if "decoder" in dirs and config.decoder.cross_attention_kind == "copy":
+            model.decoder.copy_self_to_cross_attention()  # from the loaded self-attention, not the random one
+            new = [k if ".cross_attn" not in k else f"{k} (copied from self-attention)" for k in new]
         report_warm_start(new, unused, "the pretrained encoder and decoder")
         if config.tie_encoder_decoder:
             model.tie_encoder_decoder()

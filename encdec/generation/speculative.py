@@ -34,6 +34,8 @@ def enabled(plan: Plan, config) -> bool:
         plan.speculative and plan.num_beams == 1 and not plan.do_sample and plan.num_return_sequences == 1
         and not plan.config.extra
         and config.encoder.vocab_size == config.decoder.vocab_size
+        and "sliding_attention" not in config.decoder.layer_kinds  # its ragged rows build their own masks
+        and config.decoder.cross_attention_kind != "merged"
     )
 
 

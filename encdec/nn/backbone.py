@@ -221,8 +221,9 @@ class Backbone(nn.Module):
         return mask, False
 
     def cross_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Each layer's cross-attention keys and values of the encoder output, computed once."""
-        return [layer.cross_attn.project_kv(memory) for layer in self.layers]
+        """Each layer's cross-attention keys and values of the encoder output, computed once (merged
+        layers: projected by their self-attention's key/value weights, without positions)."""
+        return [(layer.self_attn if layer.merged else layer.cross_attn).project_kv(memory) for layer in self.layers]
 
     def logits(self, hidden: Tensor) -> Tensor:
         features, weight, bias = self.projection(hidden)
@@ -260,6 +261,25 @@ class Backbone(nn.Module):
                 setattr(head, name, nn.Parameter(new))
         self.config.vocab_size = new_num_tokens
 
+    def copy_self_to_cross_attention(self) -> None:
+        """Cross-attention starts as a copy of the same layer's self-attention, its norms included
+        (T5Gemma's initialisation): queries from queries, keys and values from keys and values."""
+        with torch.no_grad():
+            for layer in self.layers:
+                own, cross = layer.self_attn, layer.cross_attn
+                q_size = own.heads * own.head_dim
+                cross.q.weight.copy_(own.qkv.weight[:q_size])
+                cross.kv.weight.copy_(own.qkv.weight[q_size:])
+                if own.qkv.bias is not None:
+                    cross.q.bias.copy_(own.qkv.bias[:q_size])
+                    cross.kv.bias.copy_(own.qkv.bias[q_size:])
+                pairs = [(cross.out, own.out), (cross.q_norm, own.q_norm), (cross.k_norm, own.k_norm),
+                         (layer.cross_attn_norm, layer.self_attn_norm),
+                         (layer.cross_attn_post_norm, layer.self_attn_post_norm)]
+                for target, source in pairs:
+                    if target is not None:
+                        target.load_state_dict(source.state_dict())
+
     def init_weights(self) -> None:
         """BERT's normal(0, initializer_range) init; GPT-2's scaled residual projections; zero head
         bias; DistilBERT's sinusoidal positions when asked."""
@@ -278,7 +298,12 @@ class Backbone(nn.Module):
 
 
 def check_role(config: BackboneConfig) -> None:
-    """A family used where transformers cannot use it (GPT-2 encoder, DistilBERT decoder) fails here."""
+    """A family used where transformers cannot use it (GPT-2 encoder, DistilBERT decoder), or given a
+    cross-attention kind it cannot take, fails here."""
+    kind, kinds = config.cross_attention_init, config.family.cross_attention
+    if config.add_cross_attention and kind is not None and kind not in kinds:
+        raise ValueError(f"cross_attention_init={kind!r} is not available for a {config.model_type} decoder; "
+                         f"choose one of {', '.join(kinds)}.")
     role = "decoder" if config.is_decoder else "encoder"
     if not getattr(config.family, role):
         able = [name for name, family in FAMILIES.items() if getattr(family, role)]

@@ -293,6 +293,11 @@ class EncoderDecoderConfig:
     def __setattr__(self, name: str, value: Any) -> None:
         set_attribute(self, name, value, _TOP_FIELDS)
 
+    @property
+    def cross_attention_init(self) -> str:
+        """How the decoder's cross-attention was added (stored in the decoder's config)."""
+        return self.decoder.cross_attention_kind
+
     def __getattr__(self, name: str) -> Any:
         return get_attribute(self, name, is_encoder_decoder=True)
 
@@ -307,6 +312,14 @@ class EncoderDecoderConfig:
         decoder_config.is_decoder = decoder_config.add_cross_attention = True
         if encoder_config.family.causal_lm:  # an LM as the encoder reads the whole source (T5Gemma's recipe)
             encoder_config.use_bidirectional_attention = True
+        if decoder_config.family.causal_lm:
+            # a decoder-only LM gets cross-attention added (the family's default kind unless chosen) and
+            # starts, ends and pads as the LM does; BERT-era decoders keep transformers' behaviour
+            decoder_config.cross_attention_init = decoder_config.cross_attention_kind
+            for top, own in (("decoder_start_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
+                             ("pad_token_id", "pad_token_id")):
+                if kwargs.get(top) is None and getattr(decoder_config, own) is not None:
+                    kwargs[top] = getattr(decoder_config, own)
         return cls(encoder=encoder_config, decoder=decoder_config, **kwargs)
 
     @classmethod

@@ -224,8 +224,9 @@ class Attention(nn.Module):
                 q_len, k_len = q.shape[2], k.shape[2]
                 if mask is None and causal:
                     mask = causal_mask(None, q_len, k_len, x.device)
-                k, v = torch.cat((memory_kv[0], k), dim=2), torch.cat((memory_kv[1], v), dim=2)
-                mask, causal = merged_mask(mask, memory_mask, memory_kv[0].shape[2], q_len, k_len, x.shape[0]), False
+                (mk, mv), memory_mask = _rows(memory_kv, memory_mask, k.shape[0])
+                k, v = torch.cat((mk, k), dim=2), torch.cat((mv, v), dim=2)
+                mask, causal = merged_mask(mask, memory_mask, mk.shape[2], q_len, k_len, x.shape[0]), False
         y = attend(q, k, v, mask, dropout=dropout, causal=causal and mask is None, scale=self.scale,
                    softcap=self.softcap)
         b, h, t, d = y.shape
@@ -243,6 +244,18 @@ class Attention(nn.Module):
         if self.scale is not None:  # the packed kernels scale by 1/sqrt(D): fold the difference into q
             q = q * (self.scale * self.head_dim ** 0.5)
         return self.out(packed_attention(q, k, v, mask, dropout).flatten(1))
+
+
+def _rows(memory_kv: tuple[Tensor, Tensor], memory_mask: Tensor | None,
+          rows: int) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
+    """The encoder's keys, values and mask per decoder row (beams share a source's)."""
+    repeat = rows // memory_kv[0].shape[0]
+    if repeat == 1:
+        return memory_kv, memory_mask
+    kv = (memory_kv[0].repeat_interleave(repeat, 0), memory_kv[1].repeat_interleave(repeat, 0))
+    if memory_mask is not None and memory_mask.shape[0] > 1:
+        memory_mask = memory_mask.repeat_interleave(repeat, 0)
+    return kv, memory_mask
 
 
 def _norm(norm: nn.Module | None, x: Tensor) -> Tensor:
@@ -268,6 +281,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, dropout: flo
     if k.shape[1] != q.shape[1]:
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
     if softcap is not None:
+        if k.shape[0] != q.shape[0]:  # beams share their source's keys: one copy per row here
+            repeat = q.shape[0] // k.shape[0]
+            k, v = k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)
+            mask = mask.repeat_interleave(repeat, 0) if mask is not None and mask.shape[0] > 1 else mask
         return softcapped_attention(q, k, v, mask, dropout, causal, scale, softcap)[0]
     if scale is not None:  # every kernel below scales by 1/sqrt(D): fold the difference into q
         q = q * (scale * q.shape[-1] ** 0.5)
