@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from encdec.base.hub import resolve_model_dir
 from encdec.checkpoints.files import read_state_dict, write_safetensors
 from encdec.checkpoints.keymaps import (
     Rule,
@@ -26,6 +25,7 @@ from encdec.checkpoints.keymaps import (
     to_hf,
     untied,
 )
+from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.compat.encoder_decoder import (
     TransformersAPI,
     compose,
@@ -352,7 +352,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         options (dtype / torch_dtype, device_map, attn_implementation, output_loading_info) and
         top-level config fields."""
         options, overrides = split_load_options(kwargs)
-        folder = resolve_model_dir(name_or_path)
+        folder = resolve_model_folder(name_or_path)
         config = config or EncoderDecoderConfig.from_pretrained(folder)
         for key, value in overrides.items():
             setattr(config, key, value)
@@ -396,7 +396,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
                     f"No {side}: pass {side}_pretrained_model_name_or_path (a folder or Hub id) "
                     f"or {side}_model=<module>."
                 )
-        dirs = {side: resolve_model_dir(p) for side, p in paths.items() if modules[side] is None}
+        dirs = {side: resolve_model_folder(p) for side, p in paths.items() if modules[side] is None}
         configs = {
             side: read_backbone_config(dirs[side], kw) if side in dirs else modules[side].config
             for side, kw in (("encoder", enc_kw), ("decoder", dec_kw))

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from encdec.base.hub import resolve_model_dir
 from encdec.base.jsonfile import read_config_json
 from encdec.checkpoints.files import read_state_dict, write_safetensors
 from encdec.checkpoints.keymaps import (
@@ -27,6 +26,7 @@ from encdec.checkpoints.keymaps import (
     report_warm_start,
     to_hf,
 )
+from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.compat.explicit import Cache, rope_of, run_explicit
 from encdec.compat.outputs import BaseModelOutput, BaseModelOutputWithPooling, CausalLMOutput
 from encdec.compat.pretrained import (
@@ -163,7 +163,7 @@ class SingleModel(nn.Module):
         """A single-model folder of this family (ours or transformers'); kwargs set config fields
         (e.g. is_decoder=True, add_cross_attention=True) or are transformers' loading options."""
         options, overrides = split_load_options(kwargs)
-        folder = resolve_model_dir(name_or_path)
+        folder = resolve_model_folder(name_or_path)
         config = BackboneConfig.from_dict(read_config_json(folder))
         for key, value in overrides.items():
             setattr(config, key, value)

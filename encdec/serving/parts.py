@@ -80,30 +80,37 @@ def _random_backbone(spec: Mapping, tokenizer: Tokenizer) -> BackboneConfig:
     return BackboneConfig.from_dict(fields)
 
 
-def _build_model(encoder: Mapping, decoder: Mapping, tokenizers: tuple, top: dict) -> EncoderDecoderModel:
+def _build_model(encoder: Mapping, decoder: Mapping, tokenizers: tuple, top: dict,
+                 cross_attention_init: str | None = None) -> EncoderDecoderModel:
     """Warm start when both sides name a checkpoint, random init when neither does."""
     enc_ckpt, dec_ckpt = encoder.get("pretrained"), decoder.get("pretrained")
+    kind = {"cross_attention_init": cross_attention_init} if cross_attention_init else {}
     if enc_ckpt and dec_ckpt:
         return EncoderDecoderModel.from_encoder_decoder_pretrained(
             str(enc_ckpt), str(dec_ckpt), **_side_kwargs("encoder", encoder.get("config")),
-            **_side_kwargs("decoder", decoder.get("config")), **top,
+            **_side_kwargs("decoder", {**(decoder.get("config") or {}), **kind}), **top,
         )
     if enc_ckpt or dec_ckpt:
         raise ValueError(
             "Warm-starting one side and initialising the other randomly is not supported: set "
             "`pretrained` on both model.encoder and model.decoder, or on neither (random init from `config`)."
         )
-    config = EncoderDecoderConfig.from_encoder_decoder_configs(
-        _random_backbone(encoder, tokenizers[0]), _random_backbone(decoder, tokenizers[1]), **top
-    )
+    decoder_config = _random_backbone(decoder, tokenizers[1])
+    if cross_attention_init:
+        decoder_config.cross_attention_init = cross_attention_init
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(_random_backbone(encoder, tokenizers[0]),
+                                                               decoder_config, **top)
     return EncoderDecoderModel(config)
 
 
-def build_seq2seq(encoder: Mapping, decoder: Mapping, tie_encoder_decoder: bool = False) -> Seq2SeqParts:
-    """Hydra target of the `model` group: tokenizers, then the model with its special ids set."""
+def build_seq2seq(encoder: Mapping, decoder: Mapping, tie_encoder_decoder: bool = False,
+                  cross_attention_init: str | None = None) -> Seq2SeqParts:
+    """Hydra target of the `model` group: tokenizers, then the model with its special ids set.
+    `cross_attention_init` chooses how a decoder-only LM gets cross-attention (None: its default)."""
     tokenizers = _load_tokenizers(encoder, decoder)
     ids = special_ids(decoder, tokenizers[1])
-    model = _build_model(encoder, decoder, tokenizers, {"tie_encoder_decoder": bool(tie_encoder_decoder), **ids})
+    top = {"tie_encoder_decoder": bool(tie_encoder_decoder), **ids}
+    model = _build_model(encoder, decoder, tokenizers, top, cross_attention_init)
     model.check_tokenizers(*tokenizers)
     logger.info("Special ids from the decoder tokenizer: %s", ids)
     return Seq2SeqParts(model, *tokenizers)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from encdec.base.hub import resolve_model_dir
+from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.model import EncoderDecoderModel
 from encdec.serving.devices import DTYPE_NAMES, check_device
 from encdec.serving.int8 import quantize_int8
@@ -61,7 +61,7 @@ class Summarizer:
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Summarizer:
         """Load the model and its tokenizers: the folder's `encoder_tokenizer/` and
         `decoder_tokenizer/` when present, else the folder's own tokenizer files for both."""
-        folder = resolve_model_dir(name_or_path)
+        folder = resolve_model_folder(name_or_path)
         model = EncoderDecoderModel.from_pretrained(folder)
         return cls(model, *load_tokenizers(folder), **kwargs)
 

@@ -15,8 +15,8 @@ from typing import Any
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
-from encdec.base.hub import resolve_model_dir
 from encdec.base.jsonfile import read_json
+from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.nn.config import max_positions_of
 from encdec.tokenization.calls import Encoding, TokenizerAPI  # noqa: F401 - Encoding: its old import path
 from encdec.tokenization.sentencepiece import SPM_FILES, SpmLayout, load_spm_folder, spm_layout
@@ -226,7 +226,7 @@ class Tokenizer(TokenizerAPI):
     def from_pretrained(
         cls, name_or_path: str | os.PathLike, revision: str | None = None, **special_tokens: str | None
     ) -> Tokenizer:
-        """Load from a folder, mirror, HF cache or the Hub (see `encdec.base.hub.resolve_model_dir`).
+        """Load from a folder, mirror, HF cache or the Hub (see `encdec.checkpoints.resolve`: also .gguf files).
         Keyword overrides of special tokens as in transformers: `pad_token="<pad>"`, ..."""
         allowed = {f"{role}_token" for role in ROLES}
         unknown = sorted(set(special_tokens) - allowed)
@@ -234,7 +234,7 @@ class Tokenizer(TokenizerAPI):
             raise TypeError(
                 f"Unknown tokenizer argument(s) {unknown}; the special-token overrides are {sorted(allowed)}."
             )
-        folder = resolve_model_dir(name_or_path, revision)
+        folder = resolve_model_folder(name_or_path, revision)
         config = {**read_tokenizer_config(folder), **special_tokens}
         backend, layout, spm_file = _build_backend(folder, config)
         vocab = backend.get_vocab(with_added_tokens=True)
