@@ -16,11 +16,11 @@ from encdec.checkpoints.keymaps import (
     backbone_rules,
     canonical_single_model_keys,
     check_complete,
+    encoder_decoder_rules,
     from_hf,
     linear_rule,
     load_checked,
     normalize_keys,
-    prefixed,
     report_warm_start,
     to_hf,
     untied,
@@ -77,7 +77,8 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         self.encoder = given_encoder or Backbone(config.encoder)
         self.decoder = given_decoder or Backbone(config.decoder)
         self.enc_to_dec_proj = None
-        if config.encoder.hidden_size != config.decoder.hidden_size:
+        widths = config.encoder.hidden_size, config.decoder.hidden_size
+        if widths[0] != widths[1] and config.decoder.cross_attention_hidden_size is None:
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
         self.loss_chunk_size: int | None = None  # rows per vocabulary chunk of the training loss (None: ~30 MB)
         self.quantized: str | None = None  # "int8" on a serving copy (encdec.serving.int8): never saved
@@ -332,8 +333,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
     # ------------------------------------------------------------------ Hugging Face checkpoints
 
     def hf_rules(self) -> list[Rule]:
-        rules = prefixed(backbone_rules(self.config.encoder), "encoder.", "encoder.")
-        rules += prefixed(backbone_rules(self.config.decoder), "decoder.", "decoder.")
+        rules = encoder_decoder_rules(self.config)
         if self.enc_to_dec_proj is not None:
             rules += linear_rule("enc_to_dec_proj", "enc_to_dec_proj")
         return rules

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ _DERIVED_SUFFIXES = (
     "position_ids", "embeddings.token_type_ids", "attn.bias", "attn.masked_bias",
     "crossattention.bias", "crossattention.masked_bias",
     "cls.predictions.decoder.weight", "lm_head.decoder.weight", "lm_head.weight", "generator_lm_head.weight",
+    "lm_head.out_proj.weight",
 )
 
 
@@ -137,6 +138,25 @@ def _llama_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
     return rules
 
 
+def _t5gemma_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
+    """T5Gemma's encoder and decoder layers: Gemma 2's, with norms named pre_/post_ each sub-layer."""
+    h, o = f"{p}layers.{i}.", f"layers.{i}."
+    rules = [
+        *_attention_rules(config, o + "self_attn", h + "self_attn", ("q_proj", "k_proj", "v_proj")),
+        *linear_rule(o + "mlp.fc_in", h + "mlp.gate_proj", h + "mlp.up_proj", bias=False),
+        *linear_rule(o + "mlp.fc_out", h + "mlp.down_proj", bias=False),
+    ]
+    parts = [("self_attn", "self_attn"), ("mlp", "feedforward")]
+    if config.add_cross_attention:
+        rules += _attention_rules(config, o + "cross_attn", h + "cross_attn", ("q_proj", "k_proj", "v_proj"),
+                                  cross=True)
+        parts.append(("cross_attn", "cross_attn"))
+    for ours, theirs in parts:
+        rules += norm_rule(config, f"{o}{ours}_norm", f"{h}pre_{theirs}_layernorm")
+        rules += norm_rule(config, f"{o}{ours}_post_norm", f"{h}post_{theirs}_layernorm")
+    return rules
+
+
 def _attention_rules(config: BackboneConfig, ours: str, theirs: str, qkv: tuple[str, str, str],
                      cross: bool = False) -> list[Rule]:
     """q/k/v projections fused as ours (q + kv for cross-attention), the output projection, q/k norms."""
@@ -198,7 +218,24 @@ LAYOUTS: dict[str, KeyLayout] = {
         "transformer.", _gpt2_layer, {"word": "wte", "position": "wpe"}, {"head.weight": "lm_head.weight"}, "ln_f"
     ),
     **dict.fromkeys(("llama", "qwen2", "qwen3", "gemma2"), _LM),
+    # the stacks of T5GemmaForConditionalGeneration: composite prefixes come from encoder_decoder_rules
+    "t5_gemma_module": KeyLayout("", _t5gemma_layer, {"word": "embed_tokens"},
+                                 {"head.weight": "lm_head.out_proj.weight"}, "norm"),
 }
+
+
+def encoder_decoder_rules(config: Any) -> list[Rule]:
+    """Rules between an EncoderDecoderModel's state dict and its HF folder: transformers'
+    EncoderDecoderModel layout (`encoder.` / `decoder.` + each side's single-model layout), or
+    T5Gemma's (`model.encoder.`, `model.decoder.`, `lm_head.out_proj`)."""
+    if config.hf_format == "t5gemma":
+        decoder = backbone_rules(config.decoder)
+        head = [r for r in decoder if r.ours.startswith("head.")]
+        rules = prefixed(backbone_rules(config.encoder), "encoder.", "model.encoder.")
+        rules += prefixed([r for r in decoder if r not in head], "decoder.", "model.decoder.")
+        return rules + prefixed(head, "decoder.", "")
+    return (prefixed(backbone_rules(config.encoder), "encoder.", "encoder.")
+            + prefixed(backbone_rules(config.decoder), "decoder.", "decoder."))
 
 
 def base_prefix(config: BackboneConfig) -> str:
@@ -244,7 +281,7 @@ def _head_rules(config: BackboneConfig, names: dict[str, str]) -> list[Rule]:
 
 
 def prefixed(rules: list[Rule], ours: str, theirs: str) -> list[Rule]:
-    return [Rule(ours + r.ours, tuple(theirs + t for t in r.theirs), r.transpose) for r in rules]
+    return [Rule(ours + r.ours, tuple(theirs + t for t in r.theirs), r.transpose, r.sizes) for r in rules]
 
 
 # ---------------------------------------------------------------- applying the maps

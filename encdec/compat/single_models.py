@@ -8,6 +8,7 @@ folder (the same files transformers reads and writes).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -180,11 +181,17 @@ class SingleModel(nn.Module):
         return model
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """config.json and model.safetensors in transformers' layout of this class."""
+        """config.json and model.safetensors in transformers' layout of this class. A decoder-only
+        LM that was given cross-attention (get_decoder() of a composed model) saves its LM weights
+        only: transformers' class has no cross-attention to hold the rest."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_safetensors(to_hf(self.backbone.state_dict(), backbone_rules(self.config)), folder / "model.safetensors")
-        data = dict(self.config.to_dict(), architectures=[type(self).__name__])
+        config = self.config
+        if config.family.causal_lm and config.add_cross_attention:
+            config = copy.deepcopy(config)
+            config.add_cross_attention, config.cross_attention_init = False, None
+        write_safetensors(to_hf(self.backbone.state_dict(), backbone_rules(config)), folder / "model.safetensors")
+        data = dict(config.to_dict(), architectures=[type(self).__name__])
         (folder / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

@@ -60,6 +60,7 @@ class BackboneConfig:
     final_logit_softcapping: float | None = None  # logits -> cap * tanh(logits / cap)
     cross_attention_init: str | None = None  # a decoder's cross-attention kind (Family.cross_attention)
     use_bidirectional_attention: bool | None = None  # an LM family's layers made bidirectional (an encoder)
+    cross_attention_hidden_size: int | None = None  # cross-attention reads encoder outputs this wide (T5Gemma)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, kept for round trips
 
     def __post_init__(self) -> None:
@@ -288,6 +289,7 @@ class EncoderDecoderConfig:
     pad_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     tie_encoder_decoder: bool = False
+    hf_format: str = "encoder-decoder"  # config.json and weight layout: transformers' EncoderDecoderModel, "t5gemma"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -325,6 +327,8 @@ class EncoderDecoderConfig:
     @classmethod
     def from_dict(cls, hf: dict[str, Any]) -> EncoderDecoderConfig:
         hf = dict(hf)
+        if hf.get("model_type") == "t5gemma":
+            return cls._from_t5gemma(hf)
         if hf.get("model_type") not in ("encoder-decoder", None) or "encoder" not in hf or "decoder" not in hf:
             raise ValueError(
                 f"Expected an encoder-decoder config.json (model_type 'encoder-decoder' with nested "
@@ -338,7 +342,33 @@ class EncoderDecoderConfig:
             hf.pop(k, None)
         return cls(encoder=encoder, decoder=decoder, extra=hf, **kwargs)
 
+    @classmethod
+    def _from_t5gemma(cls, hf: dict[str, Any]) -> EncoderDecoderConfig:
+        """A T5GemmaForConditionalGeneration config.json: two Gemma 2 stacks, the decoder with its own
+        cross-attention over the encoder's width; generation starts at the decoder's BOS."""
+        encoder, decoder = (BackboneConfig.from_dict(hf.pop(side)) for side in ("encoder", "decoder"))
+        encoder.is_decoder = encoder.add_cross_attention = False
+        decoder.is_decoder = decoder.add_cross_attention = True
+        decoder.cross_attention_hidden_size = encoder.hidden_size
+        kwargs = {k: hf.pop(k) for k in ("pad_token_id", "eos_token_id") if k in hf}
+        hf.pop("bos_token_id", None)
+        for k in ("model_type", "architectures", "is_encoder_decoder", "transformers_version"):
+            hf.pop(k, None)
+        return cls(encoder=encoder, decoder=decoder, decoder_start_token_id=decoder.bos_token_id, hf_format="t5gemma",
+                   extra=hf, **kwargs)
+
+    def _to_t5gemma(self) -> dict[str, Any]:
+        sides = {side: getattr(self, side).to_dict() for side in ("encoder", "decoder")}
+        for side in sides.values():
+            side.pop("add_cross_attention", None)
+            side.pop("decoder_start_token_id", None)
+        return {**copy.deepcopy(self.extra), **sides, "architectures": ["T5GemmaForConditionalGeneration"],
+                "model_type": "t5gemma", "is_encoder_decoder": True, "bos_token_id": self.decoder.bos_token_id,
+                "pad_token_id": self.pad_token_id, "eos_token_id": self.eos_token_id}
+
     def to_dict(self) -> dict[str, Any]:
+        if self.hf_format == "t5gemma":
+            return self._to_t5gemma()
         out = copy.deepcopy(self.extra)
         out.update(
             architectures=["EncoderDecoderModel"],

@@ -154,7 +154,7 @@ class Attention(nn.Module):
         qkv_bias, out_bias = _biases(config)
         if cross:
             self.q = nn.Linear(c, q_size, bias=qkv_bias)
-            self.kv = nn.Linear(c, 2 * kv_size, bias=qkv_bias)
+            self.kv = nn.Linear(config.cross_attention_hidden_size or c, 2 * kv_size, bias=qkv_bias)
         else:
             self.qkv = nn.Linear(c, q_size + 2 * kv_size, bias=qkv_bias)
         self.out = nn.Linear(q_size, c, bias=out_bias)

@@ -138,3 +138,28 @@ def test_tie_encoder_decoder_shares_an_lm_between_the_sides(folders):
 def test_a_bert_decoder_takes_only_its_own_cross_attention(folders):
     with pytest.raises(ValueError, match="cross_attention_init='gated' is not available for a bert decoder"):
         compose(folders, "bert", "gated")
+
+
+def test_the_halves_export_to_folders_transformers_loads(folders, tmp_path):
+    """get_encoder() / get_decoder() of a composed model save single-model folders: the decoder its LM
+    weights only (the cross-attention is encdec's own), which transformers' LlamaForCausalLM loads as
+    the LM it was; the saved composed folder holds transformers-shaped tensors (GQA k/v split back)."""
+    import transformers
+    from safetensors.torch import load_file
+
+    model = compose(folders, "llama", "copy")
+    model.get_decoder().save_pretrained(tmp_path / "decoder")
+    model.get_encoder().save_pretrained(tmp_path / "encoder")
+    lm = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "decoder", attn_implementation="eager").eval()
+    ids, mask = lm_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(lm(input_ids=ids, attention_mask=mask).logits,
+                                   reference_lm("llama")(input_ids=ids, attention_mask=mask).logits)
+    bert = transformers.AutoModel.from_pretrained(tmp_path / "encoder").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(bert(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()],
+                                   model.encode(ids, mask)[mask.bool()], atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path / "composed")
+    weights = load_file(tmp_path / "composed" / "model.safetensors")
+    assert weights["decoder.model.layers.0.self_attn.k_proj.weight"].shape == (2 * 8, 32)
+    assert weights["decoder.model.layers.0.cross_attn.q_proj.weight"].shape == (4 * 8, 32)
