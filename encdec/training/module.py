@@ -51,14 +51,25 @@ def weight_decay_groups(
     return out
 
 
+# `decoder.lm`: a decoder-only LM's own weights, everything of the decoder but the cross-attention it
+# was given (its attention, norms and gates), so that only those train on a frozen LM.
+LM_PATTERN = "decoder.lm"
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if pattern == LM_PATTERN:
+        return name.startswith("decoder.") and ".cross_attn" not in name
+    return name == pattern or name.startswith(pattern + ".") or fnmatch.fnmatchcase(name, pattern)
+
+
 def freeze_parameters(model: nn.Module, patterns: list[str]) -> int:
     """Stop training every parameter whose name (under any alias: BERTShare's shared weights have
-    two) is a pattern, starts with pattern + ".", or matches it as a glob. Returns how many
-    tensors were frozen; a pattern that matches nothing is an error (a typo would train all)."""
+    two) is a pattern, starts with pattern + ".", or matches it as a glob; `decoder.lm` names a
+    decoder LM's own weights (LM_PATTERN). Returns how many tensors were frozen; a pattern that
+    matches nothing is an error (a typo would train all)."""
     frozen: dict[int, nn.Parameter] = {}
     for pattern in patterns:
-        hits = [p for name, p in model.named_parameters(remove_duplicate=False)
-                if name == pattern or name.startswith(pattern + ".") or fnmatch.fnmatchcase(name, pattern)]
+        hits = [p for name, p in model.named_parameters(remove_duplicate=False) if _matches(name, pattern)]
         if not hits:
             roots = sorted({".".join(n.split(".")[:2]) for n, _ in model.named_parameters()})
             raise ValueError(
