@@ -321,18 +321,23 @@ class Tokenizer(TokenizerAPI):
         return ids, mask
 
     # ---- decoding ------------------------------------------------------------------------------
-    def batch_decode(self, ids: Any, skip_special_tokens: bool = False) -> list[str]:
-        """Token ids (tensor or lists, one row per text) back to text, as transformers decodes them."""
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """Token ids (tensor or lists, one row per text) back to text, as transformers decodes them.
+        `clean_up_tokenization_spaces`: None follows the tokenizer's config (transformers' default)."""
         texts = self.backend.decode_batch(_as_rows(ids), skip_special_tokens=skip_special_tokens)
-        # transformers applies the clean-up only when the config asks, and never to BPE output.
-        if self.clean_up_tokenization_spaces and not isinstance(self.backend.model, models.BPE):
+        clean_up = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None \
+            else clean_up_tokenization_spaces
+        # transformers applies the clean-up only when asked, and never to BPE output.
+        if clean_up and not isinstance(self.backend.model, models.BPE):
             texts = [clean_up_spaces(t) for t in texts]
         return [t.strip() for t in texts] if self.strip_decoded else texts
 
-    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+               ) -> str:
         """One sequence of token ids back to text."""
         row = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        return self.batch_decode([row], skip_special_tokens=skip_special_tokens)[0]
+        return self.batch_decode([row], skip_special_tokens, clean_up_tokenization_spaces)[0]
 
     # ---- saving --------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
