@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from encdec.base.hub import resolve_model_dir
-from encdec.base.jsonfile import read_config_json
+from encdec.base.jsonfile import naming, read_config_json
 from encdec.nn.config import FAMILIES, BackboneConfig
 
 
@@ -37,7 +37,9 @@ class FamilyConfig:
 
     def from_pretrained(self, name_or_path: str | os.PathLike, **kwargs: Any) -> BackboneConfig:
         """config.json of a single-model folder (local, mirror, cache or Hub); kwargs override fields."""
-        return self.from_dict({**read_config_json(resolve_model_dir(name_or_path)), **kwargs})
+        folder = resolve_model_dir(name_or_path)
+        with naming(folder / "config.json"):
+            return self.from_dict({**read_config_json(folder), **kwargs})
 
 
 CONFIG_CLASSES: dict[str, FamilyConfig] = {f.hf_config: FamilyConfig(t, f.hf_config) for t, f in FAMILIES.items()}

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from encdec.base.hub import resolve_model_dir
-from encdec.base.jsonfile import read_config_json
+from encdec.base.jsonfile import naming, read_config_json
 from encdec.checkpoints.files import read_state_dict, write_safetensors
 from encdec.checkpoints.keymaps import (
     backbone_rules,
@@ -166,7 +166,8 @@ class SingleModel(nn.Module):
         (e.g. is_decoder=True, add_cross_attention=True) or are transformers' loading options."""
         options, overrides = split_load_options(kwargs)
         folder = resolve_model_dir(name_or_path)
-        config = BackboneConfig.from_dict(read_config_json(folder))
+        with naming(folder / "config.json"):
+            config = BackboneConfig.from_dict(read_config_json(folder))
         for key, value in overrides.items():
             setattr(config, key, value)
         if cls.lm_head:
