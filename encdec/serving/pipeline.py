@@ -89,12 +89,15 @@ class Seq2SeqPipeline:
         single = isinstance(documents, str)
         if not single and not isinstance(documents, (list, tuple)):
             raise UsageError(f"Pass a string or a list of strings, not a {type(documents).__name__}.")
-        if batch_size is not None:
-            self.summarizer.batch_size = _batch_size(batch_size)
-        rows = self.summarizer.summary_ids([documents] if single else list(documents),
-                                           **{**self.generate_kwargs, **generate_kwargs})
+        kept = self.summarizer.batch_size
+        self.summarizer.batch_size = kept if batch_size is None else _batch_size(batch_size)  # for this call
+        try:
+            rows = self.summarizer.summary_ids([documents] if single else list(documents),
+                                               **{**self.generate_kwargs, **generate_kwargs})
+        finally:
+            self.summarizer.batch_size = kept
         if return_tensors:
-            return [{f"{self.key}_token_ids": torch.tensor(row if row is not None else [])} for row in rows]
+            return [{f"{self.key}_token_ids": torch.tensor(row or [], dtype=torch.long)} for row in rows]
         return [{f"{self.key}_text": self._decode(row, clean_up_tokenization_spaces)} for row in rows]
 
     def _decode(self, row: list[int] | None, clean_up: bool) -> str:
