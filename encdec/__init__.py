@@ -19,6 +19,8 @@ _EXPORTS = {
     "GenerationConfig": "encdec.generation.settings", "register_mirror": "encdec.base.hub",
     "resolve_model_dir": "encdec.base.hub", "EncoderDecoderModel": "encdec.model", "shift_right": "encdec.model",
     "Summarizer": "encdec.serving.summarizer", "summarize": "encdec.serving.summarizer",
+    "pipeline": "encdec.serving.pipeline", "AutoModel": "encdec.serving.auto",
+    "AutoModelForSeq2SeqLM": "encdec.serving.auto", "AutoModelForCausalLM": "encdec.serving.auto",
     "Tokenizer": "encdec.tokenization.tokenizer", "load_tokenizer": "encdec.tokenization.tokenizer",
     "Cache": "encdec.compat.explicit", "BaseModelOutput": "encdec.compat.outputs",
     "CausalLMOutput": "encdec.compat.outputs", "ModelOutput": "encdec.compat.outputs",

@@ -17,11 +17,14 @@ from encdec.checkpoints.keymaps import (
     canonical_single_model_keys,
     check_complete,
     encoder_decoder_rules,
+    file_names,
     from_hf,
     linear_rule,
     load_checked,
     normalize_keys,
+    report_fresh_optional,
     report_warm_start,
+    split_optional,
     to_hf,
     untied,
 )
@@ -74,7 +77,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         super().__init__()
         config, given_encoder, given_decoder = compose(config, encoder, decoder)
         self.config = config
-        self.encoder = given_encoder or Backbone(config.encoder)
+        self.encoder = given_encoder or Backbone(config.encoder, lm_head=False)
         self.decoder = given_decoder or Backbone(config.decoder)
         self.enc_to_dec_proj = None
         widths = config.encoder.hidden_size, config.decoder.hidden_size
@@ -84,6 +87,7 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         self.quantized: str | None = None  # "int8" on a serving copy (encdec.serving.int8): never saved
         if given_encoder is None:
             self.encoder.init_weights()
+            freeze_cross_attention(self.encoder)
         if given_decoder is None:
             self.decoder.init_weights()
         if self.enc_to_dec_proj is not None:
@@ -369,7 +373,9 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
             model.generation_config = GenerationConfig.load(folder)
         model = apply_load_options(model, options).eval()  # as transformers: loaded models start in eval mode
         if options.get("output_loading_info"):
-            return model, dict(missing_keys=missing, unexpected_keys=unused, mismatched_keys=[], error_msgs=[])
+            info = dict(missing_keys=file_names(rules, missing), unexpected_keys=unused, mismatched_keys=[],
+                        error_msgs=[])
+            return model, info
         return model
 
     @classmethod
@@ -407,8 +413,11 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         for side, folder in dirs.items():
             side_cfg = getattr(config, side)
             hf = canonical_single_model_keys(read_state_dict(folder), side_cfg)
-            state, missing, side_unused = from_hf(hf, backbone_rules(side_cfg))
+            rules = backbone_rules(side_cfg)
+            state, missing, side_unused = from_hf(hf, rules)
             load_checked(getattr(model, side), state, source=str(folder))
+            missing, optional = split_optional(rules, missing)
+            report_fresh_optional(file_names(rules, optional), f"the {side} checkpoint {folder}")
             new += [f"{side}.{k}" for k in missing]
             unused += [f"{side} checkpoint: {k}" for k in side_unused]
         if model.enc_to_dec_proj is not None:
@@ -432,6 +441,15 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
         write_safetensors(hf, folder / "model.safetensors")
         self.config.save_pretrained(folder)
         current_generation_config(self).save(folder)
+
+
+def freeze_cross_attention(encoder: Backbone) -> None:
+    """An encoder never receives memory: cross-attention its config asks for (a config shared with
+    the decoder) is loaded and saved but never run, so frozen, as the pooler is."""
+    for layer in encoder.layers:
+        for name in ("cross_attn", "cross_attn_norm"):
+            if hasattr(layer, name):
+                getattr(layer, name).requires_grad_(False)
 
 
 def _rename_old_keys(module: nn.Module, state: dict[str, Tensor], prefix: str, *args: Any) -> None:

@@ -186,6 +186,31 @@ def write_vocab_txt(folder) -> int:
     return len(tokens)
 
 
+WORD_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-4: pad 0, start 2, eos 3
+WORD_TOKENS = [f"w{i}" for i in range(len(WORD_SPECIALS), 99)]  # one whole word per remaining id
+
+
+def write_word_model(folder, max_length: int = 6):
+    """A tiny bert2bert folder with a 99-word WordPiece tokenizer ("w5" ... "w98") and a stored
+    max_length, its weights spread so that the summary depends on the document. encdec writes it;
+    transformers loads it too (EncoderDecoderModel, BertTokenizer)."""
+    import json
+
+    import encdec
+
+    torch.manual_seed(0)
+    model = encdec.EncoderDecoderModel(encdec_config("bert2bert"))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.25)
+    model.generation_config = model.generation_config.update(max_length=max_length)
+    model.save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(WORD_SPECIALS + WORD_TOKENS) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512, "do_lower_case": True}))
+    return folder
+
+
 def summaries_one_by_one(model, encoder_tokenizer, decoder_tokenizer, texts: list[str], **settings) -> list[str]:
     """What a summarising front end should return: each text alone (no padding) through
     `model.generate(**settings)`, decoded without special tokens, whitespace collapsed to one line."""

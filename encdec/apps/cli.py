@@ -1,6 +1,9 @@
 """The `encdec` command line.
 
     encdec summarize --model PATH_OR_ID [--num-beams 4 ...] [FILE ...] < documents.txt
+    encdec run --task summarization --model PATH_OR_ID [--device 0] < documents.txt
+
+`run` is transformers' old `transformers-cli run` (encdec.apps.run_command); `summarize` below.
 
 One document per input line (files in order, or stdin), one summary per output line; an empty
 input line gives an empty output line, so lines stay aligned. Options left out keep the model's
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import BinaryIO
+
+from encdec.apps.run_command import add_run_parser
 
 
 def _switch(text: str) -> bool | str:
@@ -52,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--dtype", default=None,
                            help="float32, bfloat16 or float16 (default: the model's); "
                                 "int8: dynamic int8 on the CPU, faster, not exact")
+    add_run_parser(commands)
     return parser
 
 
@@ -107,6 +113,17 @@ def run_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_task(args: argparse.Namespace) -> int:
+    """`encdec run`: transformers-cli's run command (encdec.apps.run_command)."""
+    from encdec.apps.run_command import run
+
+    try:
+        run(args, sys.stdin.buffer, sys.stdout)
+    except Exception as exc:  # bad input: paths, files, device, model folder, settings
+        return fail(exc)
+    return 0
+
+
 def fail(exc: Exception) -> int:
     """One `encdec: error:` line and status 2 for bad input; anything else keeps its traceback."""
     from encdec.apps.entry import USAGE_EXIT_STATUS, unwrap
@@ -123,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "summarize":
         return run_summarize(args)
+    if args.command == "run":
+        return run_task(args)
     return 2
 
 

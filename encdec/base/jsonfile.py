@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from encdec.base.errors import UsageError
+from encdec.base.errors import UsageError, one_line
 
 
 def read_json(path: Path, *, missing_ok: bool = False) -> dict[str, Any]:
@@ -33,3 +34,16 @@ def read_config_json(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"No config.json in {folder}; is this a model folder?")
     return read_json(path)
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Errors raised while interpreting a file's contents (a field of the wrong type, an unknown
+    model_type) become one UsageError that starts with the file's path."""
+    try:
+        yield
+    except ValueError as exc:
+        message = one_line(exc)
+        if isinstance(exc, UsageError) and str(path) in message:
+            raise
+        raise UsageError(f"{path}: {message}") from None

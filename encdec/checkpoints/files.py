@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from encdec.base.errors import UsageError, one_line
 from encdec.base.jsonfile import read_json
 
 WEIGHT_FILES = (
@@ -25,13 +25,21 @@ def read_state_dict(folder: Path) -> dict[str, Tensor]:
         path = folder / name
         if path.is_file():
             if name.endswith(".index.json"):
-                shards = sorted(set(read_json(path).get("weight_map", {}).values()))
-                return {k: v for shard in shards for k, v in _read_file(folder / shard).items()}
+                return {k: v for shard in shard_names(path) for k, v in _read_file(folder / shard).items()}
             return _read_file(path)
     raise FileNotFoundError(
         f"No weights in {folder}: looked for {', '.join(WEIGHT_FILES)}. "
         "Point to a folder written by save_pretrained (ours or transformers')."
     )
+
+
+def shard_names(index: Path) -> list[str]:
+    """The weight files an index names (its weight_map: tensor name -> file name)."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise UsageError(f"{index}: 'weight_map' must be an object of tensor name -> file name, got "
+                         f"{str(weight_map)[:60]!r}; restore the file or save the model again.")
+    return sorted(set(weight_map.values()))
 
 
 def _read_file(path: Path) -> dict[str, Tensor]:
@@ -40,17 +48,24 @@ def _read_file(path: Path) -> dict[str, Tensor]:
     try:
         if path.suffix == ".safetensors":
             return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise UsageError(f"Could not read {path}: the file is corrupt ({one_line(err)}). Re-download or re-save "
+                             "it.") from None
         raise ValueError(
             f"{path} holds Python objects besides tensors; encdec loads .bin files with "
             "torch.load(weights_only=True) so a checkpoint cannot run code. Convert it to safetensors "
             "in a trusted environment."
         ) from err
-    except (SafetensorError, RuntimeError, EOFError, OSError) as err:
-        raise ValueError(
-            f"Could not read {path}: the file is corrupt or truncated ({err}). Re-download or re-save it."
-        ) from err
+    except Exception as err:  # torch.load and safetensors fail in many ways on a damaged file
+        raise UsageError(
+            f"Could not read {path}: the file is corrupt or truncated ({one_line(err)}). Re-download or re-save it."
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UsageError(f"{path} holds a {type(state).__name__} that is not a state dict (tensor name -> tensor); "
+                         "point to the model's weights file or save the model again.")
+    return state
 
 
 def _umask_file_mode() -> int:

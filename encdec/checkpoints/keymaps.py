@@ -38,17 +38,20 @@ class Rule:
     theirs: tuple[str, ...]
     transpose: bool = False
     sizes: tuple[int, ...] | None = None
+    # A weight nothing here runs (the encoder's pooler): a file without it loads, the weight starting
+    # fresh and named in the load report, as transformers loads `add_pooling_layer=False` checkpoints.
+    optional: bool = False
 
 
 # ---------------------------------------------------------------- key maps, one table per family
 
 
 def linear_rule(ours: str, *theirs: str, transpose: bool = False, bias: bool = True,
-                sizes: tuple[int, ...] | None = None) -> list[Rule]:
+                sizes: tuple[int, ...] | None = None, optional: bool = False) -> list[Rule]:
     """A Linear (or LayerNorm): weight, and bias unless `bias=False`; `sizes` split a fused weight."""
-    rules = [Rule(f"{ours}.weight", tuple(f"{t}.weight" for t in theirs), transpose, sizes)]
+    rules = [Rule(f"{ours}.weight", tuple(f"{t}.weight" for t in theirs), transpose, sizes, optional)]
     if bias:
-        rules.append(Rule(f"{ours}.bias", tuple(f"{t}.bias" for t in theirs), sizes=sizes))
+        rules.append(Rule(f"{ours}.bias", tuple(f"{t}.bias" for t in theirs), sizes=sizes, optional=optional))
     return rules
 
 
@@ -231,10 +234,10 @@ def encoder_decoder_rules(config: Any) -> list[Rule]:
     if config.hf_format == "t5gemma":
         decoder = backbone_rules(config.decoder)
         head = [r for r in decoder if r.ours.startswith("head.")]
-        rules = prefixed(backbone_rules(config.encoder), "encoder.", "model.encoder.")
+        rules = prefixed(backbone_rules(config.encoder, lm_head=False), "encoder.", "model.encoder.")
         rules += prefixed([r for r in decoder if r not in head], "decoder.", "model.decoder.")
         return rules + prefixed(head, "decoder.", "")
-    return (prefixed(backbone_rules(config.encoder), "encoder.", "encoder.")
+    return (prefixed(backbone_rules(config.encoder, lm_head=False), "encoder.", "encoder.")
             + prefixed(backbone_rules(config.decoder), "decoder.", "decoder."))
 
 
@@ -243,11 +246,13 @@ def base_prefix(config: BackboneConfig) -> str:
     return LAYOUTS[config.model_type].base
 
 
-def backbone_rules(config: BackboneConfig) -> list[Rule]:
+def backbone_rules(config: BackboneConfig, lm_head: bool | None = None) -> list[Rule]:
     """Rules between our `Backbone` and transformers' base model (encoder) or *ForCausalLM
-    (decoder) layout; only for the parts this config builds."""
+    (decoder) layout; only for the parts this config builds. `lm_head` as in `Backbone`: the
+    *ForCausalLM layout; by default a decoder config's."""
     layout, family = LAYOUTS[config.model_type], config.family
-    p = layout.base if config.is_decoder else ""
+    lm_head = config.is_decoder if lm_head is None else lm_head
+    p = layout.base if lm_head else ""
     emb = layout.embeddings
     parts = ("word", "position") if family.positions == "absolute" else ("word",)
     rules = [Rule(f"embeddings.{n}.weight", (f"{p}{emb[n]}.weight",)) for n in parts]
@@ -261,10 +266,10 @@ def backbone_rules(config: BackboneConfig) -> list[Rule]:
         rules += layout.layer(i, p, config)
     if layout.final_norm:
         rules += norm_rule(config, "final_norm", p + layout.final_norm)
-    if config.is_decoder:
+    if lm_head:
         rules += _head_rules(config, layout.head)
     elif family.pooler:
-        rules += linear_rule("pooler", "pooler.dense")
+        rules += linear_rule("pooler", "pooler.dense", optional=True)
     return rules
 
 
@@ -281,7 +286,20 @@ def _head_rules(config: BackboneConfig, names: dict[str, str]) -> list[Rule]:
 
 
 def prefixed(rules: list[Rule], ours: str, theirs: str) -> list[Rule]:
-    return [Rule(ours + r.ours, tuple(theirs + t for t in r.theirs), r.transpose, r.sizes) for r in rules]
+    return [Rule(ours + r.ours, tuple(theirs + t for t in r.theirs), r.transpose, r.sizes, r.optional) for r in rules]
+
+
+def file_names(rules: list[Rule], keys: list[str]) -> list[str]:
+    """Our keys -> the checkpoint's own names (BERT's query/key/value for our fused qkv), as
+    transformers reports missing keys."""
+    theirs = {r.ours: r.theirs for r in rules}
+    return [t for k in keys for t in theirs.get(k, (k,))]
+
+
+def split_optional(rules: list[Rule], missing: list[str]) -> tuple[list[str], list[str]]:
+    """Missing keys -> (required ones, optional ones such as the pooler)."""
+    optional = {r.ours for r in rules if r.optional}
+    return [k for k in missing if k not in optional], [k for k in missing if k in optional]
 
 
 # ---------------------------------------------------------------- applying the maps
@@ -318,10 +336,13 @@ def to_hf(state: dict[str, Tensor], rules: list[Rule]) -> dict[str, Tensor]:
     return hf
 
 
-def canonical_single_model_keys(hf: dict[str, Tensor], config: BackboneConfig) -> dict[str, Tensor]:
+def canonical_single_model_keys(
+    hf: dict[str, Tensor], config: BackboneConfig, lm_head: bool | None = None
+) -> dict[str, Tensor]:
     """Bring a single-model checkpoint (BertModel, BertForPreTraining, sentence-transformers,
     GPT2Model, ElectraForMaskedLM, ...) into the layout `backbone_rules` expects: base-model prefix
-    present for decoders and absent for encoders."""
+    present with an LM head (decoders) and absent without (encoders)."""
+    lm_head = config.is_decoder if lm_head is None else lm_head
     bases = (base_prefix(config), "model.")
     heads = tuple({name.split(".")[0] + "." for name in LAYOUTS[config.model_type].head.values()})
     out = {}
@@ -330,7 +351,7 @@ def canonical_single_model_keys(hf: dict[str, Tensor], config: BackboneConfig) -
             if key.startswith(p):
                 key = key[len(p):]
                 break
-        if config.is_decoder and not key.startswith(heads):
+        if lm_head and not key.startswith(heads):
             key = base_prefix(config) + key
         out[key] = value
     return out
@@ -380,14 +401,16 @@ def untied(model: nn.Module, missing: list[str], loaded: dict[str, Tensor]) -> l
 
 
 def check_complete(rules: list[Rule], missing: list[str], unused: list[str], source: str, strict: bool) -> None:
-    """A full checkpoint must hold every weight: name what is absent in the file's own key names."""
+    """A full checkpoint must hold every weight: name what is absent in the file's own key names.
+    Optional weights (the pooler) are the exception: reported as fresh, as transformers does."""
     if unused:
         logger.warning("Weights in %s that this model does not use: %s", source,
                        ", ".join(collapse_layer_indices(unused)))
+    missing, optional = split_optional(rules, missing)
+    report_fresh_optional(file_names(rules, optional), source)
     if not missing:
         return
-    theirs = {r.ours: r.theirs for r in rules}
-    names = ", ".join(collapse_layer_indices([t for k in missing for t in theirs[k]]))
+    names = ", ".join(collapse_layer_indices(file_names(rules, missing)))
     if strict:
         raise ValueError(
             f"{source} lacks weights this model needs: {names}. The config.json does not describe this file "
@@ -396,6 +419,13 @@ def check_complete(rules: list[Rule], missing: list[str], unused: list[str], sou
         )
     logger.warning("%s\nstrict=False: %s lacks %s; they stay RANDOM, the model is not the saved one.\n%s",
                    "!" * 80, source, names, "!" * 80)
+
+
+def report_fresh_optional(names: list[str], source: str) -> None:
+    """Name the optional weights a file lacks (transformers lists them as missing and newly initialised)."""
+    if names:
+        logger.info("Not in %s, newly initialised (never run in an encoder-decoder, so nothing changes): %s",
+                    source, ", ".join(collapse_layer_indices(names)))
 
 
 def report_warm_start(new: list[str], unused: list[str], source: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from encdec.base.jsonfile import read_config_json
+from encdec.base.jsonfile import naming, read_config_json
 from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.nn.config import BackboneConfig
 from encdec.nn.families import FAMILIES
@@ -38,7 +38,9 @@ class FamilyConfig:
 
     def from_pretrained(self, name_or_path: str | os.PathLike, **kwargs: Any) -> BackboneConfig:
         """config.json of a single-model folder (local, mirror, cache or Hub); kwargs override fields."""
-        return self.from_dict({**read_config_json(resolve_model_folder(name_or_path)), **kwargs})
+        folder = resolve_model_folder(name_or_path)
+        with naming(folder / "config.json"):
+            return self.from_dict({**read_config_json(folder), **kwargs})
 
 
 CONFIG_CLASSES: dict[str, FamilyConfig] = {f.hf_config: FamilyConfig(t, f.hf_config) for t, f in FAMILIES.items()}

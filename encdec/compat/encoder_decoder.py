@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from encdec.base.jsonfile import read_config_json
+from encdec.base.jsonfile import naming, read_config_json
 from encdec.compat.explicit import Cache, Trace, rope_of, run_explicit
 from encdec.compat.outputs import Seq2SeqLMOutput
 from encdec.compat.pretrained import count_parameters, output_embeddings
@@ -223,7 +223,8 @@ def split_side_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
 
 
 def read_backbone_config(folder: Path, overrides: dict[str, Any]) -> BackboneConfig:
-    config = BackboneConfig.from_dict(read_config_json(folder))
+    with naming(folder / "config.json"):
+        config = BackboneConfig.from_dict(read_config_json(folder))
     known = {f.name for f in fields(BackboneConfig)} | set(hf_aliases(config.model_type)) | set(RUNTIME_DEFAULTS)
     for key, value in overrides.items():
         if key not in known:

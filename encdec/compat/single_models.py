@@ -17,14 +17,17 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from encdec.base.jsonfile import read_config_json
+from encdec.base.jsonfile import naming, read_config_json
 from encdec.checkpoints.files import read_state_dict, write_safetensors
 from encdec.checkpoints.keymaps import (
     backbone_rules,
     canonical_single_model_keys,
+    file_names,
     from_hf,
     load_checked,
+    report_fresh_optional,
     report_warm_start,
+    split_optional,
     to_hf,
 )
 from encdec.checkpoints.resolve import resolve_model_folder
@@ -73,7 +76,7 @@ class SingleModel(nn.Module):
         if self.lm_head and not config.is_decoder:
             config.is_decoder = True  # our LM head is the decoder's: causal, as transformers' causal LMs are used
         self.config = config
-        self.backbone = Backbone(config)
+        self.backbone = Backbone(config, lm_head=self.lm_head)
         self.backbone.init_weights()
         if hasattr(self.backbone, "pooler"):
             self.backbone.pooler.requires_grad_(True)  # on its own a base model trains its pooler (transformers)
@@ -165,19 +168,25 @@ class SingleModel(nn.Module):
         (e.g. is_decoder=True, add_cross_attention=True) or are transformers' loading options."""
         options, overrides = split_load_options(kwargs)
         folder = resolve_model_folder(name_or_path)
-        config = BackboneConfig.from_dict(read_config_json(folder))
+        with naming(folder / "config.json"):
+            config = BackboneConfig.from_dict(read_config_json(folder))
         for key, value in overrides.items():
             setattr(config, key, value)
         if cls.lm_head:
             config.is_decoder = True
         model = cls(config)
-        hf = canonical_single_model_keys(read_state_dict(folder), config)
-        state, missing, unused = from_hf(hf, backbone_rules(config))
+        hf = canonical_single_model_keys(read_state_dict(folder), config, lm_head=cls.lm_head)
+        rules = backbone_rules(config, lm_head=cls.lm_head)
+        state, missing, unused = from_hf(hf, rules)
         load_checked(model.backbone, state, source=str(folder))
-        report_warm_start(missing, unused, str(folder))
+        new, optional = split_optional(rules, missing)
+        report_fresh_optional(file_names(rules, optional), str(folder))
+        report_warm_start(new, unused, str(folder))
         model = apply_load_options(model, options).eval()
         if options.get("output_loading_info"):
-            return model, dict(missing_keys=missing, unexpected_keys=unused, mismatched_keys=[], error_msgs=[])
+            info = dict(missing_keys=file_names(rules, missing), unexpected_keys=unused, mismatched_keys=[],
+                        error_msgs=[])
+            return model, info
         return model
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
@@ -190,7 +199,8 @@ class SingleModel(nn.Module):
         if config.family.causal_lm and config.add_cross_attention:
             config = copy.deepcopy(config)
             config.add_cross_attention, config.cross_attention_init = False, None
-        write_safetensors(to_hf(self.backbone.state_dict(), backbone_rules(config)), folder / "model.safetensors")
+        rules = backbone_rules(config, lm_head=self.lm_head)
+        write_safetensors(to_hf(self.backbone.state_dict(), rules), folder / "model.safetensors")
         data = dict(config.to_dict(), architectures=[type(self).__name__])
         (folder / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -208,6 +218,6 @@ globals().update({name: _named(name, *row) for name, row in CLASSES.items()})
 def view(backbone: Backbone) -> SingleModel:
     """The transformers-named class of a backbone, sharing its parameters (get_encoder/get_decoder)."""
     for name, (model_type, lm_head) in CLASSES.items():
-        if model_type == backbone.config.model_type and lm_head == backbone.config.is_decoder:
+        if model_type == backbone.config.model_type and lm_head == backbone.has_lm_head:
             return globals()[name](_backbone=backbone)
     raise ValueError(f"No transformers class name for a {backbone.config.model_type} backbone.")

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from encdec.base.jsonfile import read_json
+from encdec.base.fieldtypes import check_field_types
+from encdec.base.jsonfile import naming, read_json
 from encdec.nn.config import EncoderDecoderConfig
 
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -51,6 +52,9 @@ class GenerationConfig:
     speculative: bool = True  # encdec's own: exact copy-speculative greedy search (encdec/generation/speculative.py)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for round trips
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
         """Known keys become fields (None means the default); the rest is kept in `extra`."""
@@ -76,6 +80,7 @@ class GenerationConfig:
         new, default = copy.deepcopy(self), GenerationConfig()
         for key, value in kwargs.items():  # None restores a default; for ids it means "none"
             setattr(new, key, getattr(default, key) if value is None else value)
+        check_field_types(new)
         return new
 
     @classmethod
@@ -98,7 +103,8 @@ class GenerationConfig:
         data = read_json(path)
         data.pop("transformers_version", None)
         data.pop("_from_model_config", None)
-        return cls.from_dict(data)
+        with naming(path):
+            return cls.from_dict(data)
 
     def save(self, folder: str | os.PathLike) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)

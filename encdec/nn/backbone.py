@@ -143,11 +143,17 @@ class LMHead(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Embeddings and blocks of one family; as a decoder also cross-attention and the LM head."""
+    """Embeddings and blocks of one family; as a decoder also cross-attention and the LM head.
 
-    def __init__(self, config: BackboneConfig) -> None:
+    `config.is_decoder` makes self-attention causal; `lm_head` (default: `config.is_decoder`) adds
+    the LM head, else the family's pooler. They differ where transformers' do: a base model
+    (BertModel) of a decoder config is causal without a head, as is the encoder of a folder whose
+    encoder config reads is_decoder=True (`from_encoder_decoder_configs(c, c)` on one object)."""
+
+    def __init__(self, config: BackboneConfig, lm_head: bool | None = None) -> None:
         super().__init__()
-        check_role(config)
+        lm_head = config.is_decoder if lm_head is None else lm_head
+        check_role(config, lm_head)
         family = config.family
         self.config = config
         self.embeddings = Embeddings(config)
@@ -155,7 +161,7 @@ class Backbone(nn.Module):
         self.final_norm = make_norm(config) if family.final_norm else None
         self.rotary = Rotary(config) if family.positions == "rotary" else None
         self.gradient_checkpointing = False
-        if config.is_decoder:
+        if lm_head:
             self.head = LMHead(config)
         elif family.pooler:
             # Loaded and saved for checkpoint compatibility, never run (an unused DDP parameter otherwise).
@@ -220,6 +226,10 @@ class Backbone(nn.Module):
         mask = sliding_mask(attention_mask, t, pos + t, self.config.sliding_window, self.config.causal, x.device)
         return mask, False
 
+    @property
+    def has_lm_head(self) -> bool:
+        return "head" in self._modules
+
     def cross_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Each layer's cross-attention keys and values of the encoder output, computed once (merged
         layers: projected by their self-attention's key/value weights, without positions)."""
@@ -237,7 +247,7 @@ class Backbone(nn.Module):
         return self.head.transform(hidden), self.output_embeddings(), self.head.bias
 
     def output_embeddings(self) -> Tensor:
-        head_weight = self.head.weight if self.config.is_decoder else None
+        head_weight = self.head.weight if self.has_lm_head else None
         return self.embeddings.word.weight if head_weight is None else head_weight
 
     def resize_token_embeddings(self, new_num_tokens: int) -> None:
@@ -287,7 +297,7 @@ class Backbone(nn.Module):
         init_weights(self, config.initializer_range)
         if config.family.scaled_init:
             scaled_init(self, config.initializer_range, config.num_hidden_layers)
-        if config.is_decoder:
+        if self.has_lm_head:
             if self.head.bias is not None:
                 nn.init.zeros_(self.head.bias)
             if self.head.weight is not None:
@@ -297,14 +307,14 @@ class Backbone(nn.Module):
                 self.embeddings.position.weight.copy_(sinusoidal_table(*self.embeddings.position.weight.shape))
 
 
-def check_role(config: BackboneConfig) -> None:
+def check_role(config: BackboneConfig, lm_head: bool | None = None) -> None:
     """A family used where transformers cannot use it (GPT-2 encoder, DistilBERT decoder), or given a
     cross-attention kind it cannot take, fails here."""
     kind, kinds = config.cross_attention_init, config.family.cross_attention
     if config.add_cross_attention and kind is not None and kind not in kinds:
         raise ValueError(f"cross_attention_init={kind!r} is not available for a {config.model_type} decoder; "
                          f"choose one of {', '.join(kinds)}.")
-    role = "decoder" if config.is_decoder else "encoder"
+    role = "decoder" if (config.is_decoder if lm_head is None else lm_head) else "encoder"
     if not getattr(config.family, role):
         able = [name for name, family in FAMILIES.items() if getattr(family, role)]
         raise ValueError(

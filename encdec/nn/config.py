@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from encdec.base.fieldtypes import check_field_types
 from encdec.base.hub import resolve_model_dir
-from encdec.base.jsonfile import read_config_json
+from encdec.base.jsonfile import naming, read_config_json
 from encdec.nn.families import FAMILIES, FAMILY_ONLY, Family, family_of
 
 
@@ -41,7 +42,7 @@ class BackboneConfig:
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
     decoder_start_token_id: int | None = None
     is_decoder: bool = False
     add_cross_attention: bool = False
@@ -65,6 +66,7 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         family = family_of(self.model_type)
+        check_field_types(self)  # a config.json value of the wrong type, named before it reaches a layer
         if self.head_dim is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -324,6 +326,9 @@ class EncoderDecoderConfig:
                     kwargs[top] = getattr(decoder_config, own)
         return cls(encoder=encoder_config, decoder=decoder_config, **kwargs)
 
+    def __post_init__(self) -> None:
+        check_field_types(self, skip=("encoder", "decoder", "extra"))
+
     @classmethod
     def from_dict(cls, hf: dict[str, Any]) -> EncoderDecoderConfig:
         hf = dict(hf)
@@ -335,12 +340,11 @@ class EncoderDecoderConfig:
                 f"'encoder' and 'decoder'), got model_type {hf.get('model_type')!r}. For a single "
                 "single-model checkpoint use EncoderDecoderModel.from_encoder_decoder_pretrained."
             )
-        encoder = BackboneConfig.from_dict(hf.pop("encoder"))
-        decoder = BackboneConfig.from_dict(hf.pop("decoder"))
+        sides = {side: _side_config(hf.pop(side), side) for side in ("encoder", "decoder")}
         kwargs = {k: hf.pop(k) for k in _TOP_KEYS if k in hf}
         for k in ("model_type", "architectures", "is_encoder_decoder", "transformers_version"):
             hf.pop(k, None)
-        return cls(encoder=encoder, decoder=decoder, extra=hf, **kwargs)
+        return cls(**sides, extra=hf, **kwargs)
 
     @classmethod
     def _from_t5gemma(cls, hf: dict[str, Any]) -> EncoderDecoderConfig:
@@ -382,14 +386,27 @@ class EncoderDecoderConfig:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> EncoderDecoderConfig:
-        """Read config.json from a local folder or a name resolved through the hub rules."""
-        return cls.from_dict(read_config_json(resolve_model_dir(folder)))
+        """Read config.json from a local folder or a name resolved through the hub rules; what is
+        wrong in it is one error naming the file."""
+        folder = resolve_model_dir(folder)
+        with naming(folder / "config.json"):
+            return cls.from_dict(read_config_json(folder))
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         for key, value in self.extra.items():
             check_setting(key, value)
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "config.json").write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def _side_config(hf: Any, side: str) -> BackboneConfig:
+    """The encoder or decoder section of an encoder-decoder config.json."""
+    if not isinstance(hf, dict):
+        raise ValueError(f"{side!r} is {hf!r} ({type(hf).__name__}), not an object holding the {side}'s config")
+    try:
+        return BackboneConfig.from_dict(hf)
+    except ValueError as exc:
+        raise ValueError(f"{side}: {exc}") from None
 
 
 _TOP_FIELDS = frozenset(f.name for f in fields(EncoderDecoderConfig))

@@ -73,23 +73,35 @@ class Summarizer:
                  **generation_kwargs: Any) -> list[str]:
         """One summary per document, in input order; kwargs override the stored generation config.
         `progress(done, total)` is called after each batch (documents, blank ones included)."""
+        rows = self.summary_ids(texts, progress, **generation_kwargs)
+        real = [i for i, row in enumerate(rows) if row is not None]
+        decoded = self.decoder_tokenizer.batch_decode([rows[i] for i in real], skip_special_tokens=True)
+        summaries = [""] * len(rows)
+        for i, text in zip(real, decoded):
+            summaries[i] = " ".join(text.split())  # one line each
+        return summaries
+
+    def summary_ids(self, texts: str | Iterable[str | None], progress: Callable[[int, int], None] | None = None,
+                    **generation_kwargs: Any) -> list[list[int] | None]:
+        """The generated token ids of each document, in input order (padded to the longest of its
+        batch); None for a blank document, which the model does not see."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         wrong = [i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)]
         if wrong:
             raise TypeError(f"Documents must be str or None; item {wrong[0]} is a {type(texts[wrong[0]]).__name__}.")
         if generation_kwargs.get("num_return_sequences", 1) != 1:
             raise ValueError("Summarizer returns one summary per document; leave num_return_sequences at 1.")
-        summaries = [""] * len(texts)
+        rows: list[list[int] | None] = [None] * len(texts)
         real = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
         order = self._longest_first(real, texts)
         blank = len(texts) - len(order)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            for i, summary in zip(chunk, self._summarize_batch([texts[i] for i in chunk], generation_kwargs)):
-                summaries[i] = summary
+            for i, ids in zip(chunk, self._generate_batch([texts[i] for i in chunk], generation_kwargs)):
+                rows[i] = ids
             if progress is not None:
                 progress(blank + start + len(chunk), len(texts))
-        return summaries
+        return rows
 
     def _longest_first(self, indices: list[int], texts: list[Any]) -> list[int]:
         """Sort by token count so batches hold similar lengths (little padding); warn once about
@@ -103,19 +115,18 @@ class Summarizer:
             warnings.warn(
                 f"{too_long} of {len(indices)} documents are longer than the encoder's {self.max_source_length} "
                 "tokens and were truncated; summaries cover only their beginning.",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=4,
             )
         return [i for _, i in sorted(zip(lengths, indices), key=lambda p: -p[0])]
 
-    def _summarize_batch(self, batch: list[str], generation_kwargs: dict[str, Any]) -> list[str]:
+    def _generate_batch(self, batch: list[str], generation_kwargs: dict[str, Any]) -> list[list[int]]:
         enc = self.encoder_tokenizer(
             batch, max_length=self.max_source_length, truncation=True, padding=True, return_tensors="pt"
         )
         ids = self.model.generate(
             enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device), **generation_kwargs
         )
-        texts = self.decoder_tokenizer.batch_decode(ids.cpu(), skip_special_tokens=True)
-        return [" ".join(t.split()) for t in texts]  # one line each
+        return ids.cpu().tolist()
 
 
 def load_tokenizers(folder: Path) -> tuple[Tokenizer, Tokenizer]:

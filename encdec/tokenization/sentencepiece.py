@@ -18,6 +18,8 @@ from typing import Any
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
+from encdec.base.errors import UsageError, one_line
+
 SPM_FILES = ("spiece.model", "sentencepiece.bpe.model")
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # SentencePiece piece types
 UNIGRAM, BPE = 1, 2  # TrainerSpec.model_type
@@ -197,8 +199,13 @@ def load_spm_folder(
     if path is None:
         return None
     layout = spm_layout(tokenizer_class, model_type, folder)
-    spm = read_spm_model(path)
-    backend = spm_backend(spm, layout)
+    try:
+        spm = read_spm_model(path)
+        backend = spm_backend(spm, layout)
+    except UsageError:
+        raise
+    except Exception as exc:  # a damaged file fails anywhere in decoding it, or in the tokenizers library
+        raise UsageError(f"{path} is not a readable SentencePiece model ({one_line(exc)}); re-download it.") from None
     control = [p for p, _, kind in spm.pieces[layout.skip:] if kind == CONTROL]
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
     return backend, layout, path

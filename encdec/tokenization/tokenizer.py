@@ -10,17 +10,19 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
-from encdec.base.jsonfile import read_json
+from encdec.base.errors import UsageError, one_line
+from encdec.base.jsonfile import naming, read_json
 from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.nn.config import max_positions_of
 from encdec.tokenization.calls import Encoding, TokenizerAPI  # noqa: F401 - Encoding: its old import path
 from encdec.tokenization.sentencepiece import SPM_FILES, SpmLayout, load_spm_folder, spm_layout
 
+T = TypeVar("T")
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 # Tokens a role takes when no config names one and the vocabulary holds it (BERT, RoBERTa, GPT-2).
 CONVENTIONAL = {
@@ -48,10 +50,57 @@ def _token_text(value: Any) -> str | None:
 
 
 def read_tokenizer_config(folder: Path) -> dict[str, Any]:
-    """tokenizer_config.json with special_tokens_map.json on top, as transformers reads them."""
-    config = read_json(folder / "tokenizer_config.json", missing_ok=True)
-    config.update(read_json(folder / "special_tokens_map.json", missing_ok=True))
+    """tokenizer_config.json with special_tokens_map.json on top, as transformers reads them; a
+    value of the wrong type is one error naming its file."""
+    config = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        part = read_json(folder / name, missing_ok=True)
+        with naming(folder / name):
+            check_tokenizer_config(part)
+        config.update(part)
     return config
+
+
+# tokenizer_config.json keys encdec reads -> (test, what the value must be)
+_IS_FLAG = (lambda v: isinstance(v, bool), "true or false")
+_CONFIG_VALUES: dict[str, tuple[Any, str]] = {
+    "model_max_length": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "do_lower_case": _IS_FLAG, "tokenize_chinese_chars": _IS_FLAG,
+    "add_prefix_space": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "clean_up_tokenization_spaces": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "strip_accents": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "tokenizer_class": (lambda v: v is None or isinstance(v, str), "a class name"),
+    "additional_special_tokens": (lambda v: isinstance(v, list) and all(_is_token(t) for t in v),
+                                  "a list of tokens (strings or {\"content\": ...} objects)"),
+    "added_tokens_decoder": (lambda v: isinstance(v, dict) and all(
+        str(k).isdigit() and isinstance(t, dict) and isinstance(t.get("content"), str) for k, t in v.items()),
+        "an object of id -> {\"content\": ...}"),
+    **{f"{role}_token": (lambda v: v is None or _is_token(v), "a token (a string or {\"content\": ...})")
+       for role in ROLES},
+}
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, dict) and isinstance(value.get("content"), str))
+
+
+def check_tokenizer_config(config: dict[str, Any]) -> None:
+    """Raise ValueError naming the first key whose value encdec cannot use."""
+    for key, value in config.items():
+        test, expected = _CONFIG_VALUES.get(key, (None, ""))
+        if test is not None and not test(value):
+            raise ValueError(f"{key!r} is {value!r} ({type(value).__name__}), not {expected}; fix the value "
+                             "or save the tokenizer again")
+
+
+def library_file(paths: str, read: Callable[[], T]) -> T:
+    """read() of a file the `tokenizers` library parses; its errors (plain Exceptions from Rust)
+    become one UsageError naming the file."""
+    try:
+        return read()
+    except Exception as exc:  # the library raises bare Exceptions for unreadable files
+        raise UsageError(f"{paths} cannot be read by the tokenizers library ({one_line(exc)}); restore the file "
+                         "or save the tokenizer again.") from None
 
 
 def _model_type(folder: Path, config: dict[str, Any]) -> str:
@@ -62,7 +111,7 @@ def _model_type(folder: Path, config: dict[str, Any]) -> str:
 
 def _wordpiece(folder: Path, config: dict[str, Any]) -> Backend:
     """BERT pipeline from vocab.txt: the same normaliser, splitter, decoder and [CLS] A [SEP]."""
-    vocab = models.WordPiece.read_file(str(folder / "vocab.txt"))
+    vocab = library_file(f"{folder / 'vocab.txt'}", lambda: models.WordPiece.read_file(str(folder / "vocab.txt")))
     unk = _token_text(config.get("unk_token")) or "[UNK]"
     backend = Backend(models.WordPiece(vocab, unk_token=unk))
     backend.normalizer = normalizers.BertNormalizer(
@@ -76,7 +125,8 @@ def _wordpiece(folder: Path, config: dict[str, Any]) -> Backend:
     cls = _token_text(config.get("cls_token")) or "[CLS]"
     sep = _token_text(config.get("sep_token")) or "[SEP]"
     if cls not in vocab or sep not in vocab:
-        raise ValueError(f"{folder}/vocab.txt lacks {cls!r} or {sep!r}; name them in tokenizer_config.json.")
+        raise UsageError(f"{folder / 'vocab.txt'} lacks {cls!r} or {sep!r} (a truncated file?); restore it, or name "
+                         "the tokens it uses in tokenizer_config.json.")
     backend.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
         pair=f"{cls} $A {sep} $B:1 {sep}:1",
@@ -94,7 +144,10 @@ def _uses_roberta_template(vocab: dict[str, int], family: str) -> bool:
 
 def _byte_level_bpe(folder: Path, config: dict[str, Any], family: str) -> Backend:
     """GPT-2 / RoBERTa pipeline from vocab.json + merges.txt (byte-level BPE)."""
-    backend = Backend(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+    read_json(folder / "vocab.json")  # a broken JSON file is named on its own
+    bpe = library_file(f"{folder / 'vocab.json'} with {folder / 'merges.txt'}",
+                       lambda: models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+    backend = Backend(bpe)
     prefix_space = bool(config.get("add_prefix_space", False))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
     backend.decoder = decoders.ByteLevel()
@@ -128,7 +181,8 @@ def _build_backend(folder: Path, config: dict[str, Any]) -> tuple[Backend, SpmLa
     transformers saved beside them."""
     spm_first = _reads_spm_first(config) and any((folder / name).is_file() for name in SPM_FILES)
     if (folder / "tokenizer.json").is_file() and not spm_first:
-        return Backend.from_file(str(folder / "tokenizer.json")), None, None
+        path = folder / "tokenizer.json"
+        return library_file(str(path), lambda: Backend.from_file(str(path))), None, None
     backend, layout, spm_file = _rebuild_backend(folder, config)
     return _add_saved_tokens(backend, config), layout, spm_file
 
@@ -175,7 +229,8 @@ def _max_length(folder: Path, config: dict[str, Any]) -> int:
     value = config.get("model_max_length")
     if isinstance(value, (int, float)) and 0 < value < 1_000_000:
         return int(value)
-    return max_positions_of(read_json(folder / "config.json", missing_ok=True)) or DEFAULT_MODEL_MAX_LENGTH
+    with naming(folder / "config.json"):
+        return max_positions_of(read_json(folder / "config.json", missing_ok=True)) or DEFAULT_MODEL_MAX_LENGTH
 
 
 def _as_rows(ids: Any) -> list[list[int]]:
@@ -321,18 +376,23 @@ class Tokenizer(TokenizerAPI):
         return ids, mask
 
     # ---- decoding ------------------------------------------------------------------------------
-    def batch_decode(self, ids: Any, skip_special_tokens: bool = False) -> list[str]:
-        """Token ids (tensor or lists, one row per text) back to text, as transformers decodes them."""
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """Token ids (tensor or lists, one row per text) back to text, as transformers decodes them.
+        `clean_up_tokenization_spaces`: None follows the tokenizer's config (transformers' default)."""
         texts = self.backend.decode_batch(_as_rows(ids), skip_special_tokens=skip_special_tokens)
-        # transformers applies the clean-up only when the config asks, and never to BPE output.
-        if self.clean_up_tokenization_spaces and not isinstance(self.backend.model, models.BPE):
+        clean_up = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None \
+            else clean_up_tokenization_spaces
+        # transformers applies the clean-up only when asked, and never to BPE output.
+        if clean_up and not isinstance(self.backend.model, models.BPE):
             texts = [clean_up_spaces(t) for t in texts]
         return [t.strip() for t in texts] if self.strip_decoded else texts
 
-    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+               ) -> str:
         """One sequence of token ids back to text."""
         row = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        return self.batch_decode([row], skip_special_tokens=skip_special_tokens)[0]
+        return self.batch_decode([row], skip_special_tokens, clean_up_tokenization_spaces)[0]
 
     # ---- saving --------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:

@@ -1,38 +1,22 @@
 """`encdec summarize` end to end on a tiny model folder, and the summarising front end's handling of
 bad input: blank documents, over-long documents, a wrong model path."""
 
-import json
 import subprocess
 import sys
 import warnings
 
 import pytest
-from tiny_models import encdec_config
+from tiny_models import WORD_TOKENS as WORDS
+from tiny_models import write_word_model
 
 import encdec
-from encdec import EncoderDecoderModel, Summarizer
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-4: pad 0, start 2, eos 3
-WORDS = [f"w{i}" for i in range(len(SPECIALS), 99)]  # one whole word per remaining id
+from encdec import Summarizer
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny bert2bert folder with a 99-word WordPiece tokenizer and a stored max_length of 6."""
-    import torch
-
-    folder = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = EncoderDecoderModel(encdec_config("bert2bert"))
-    with torch.no_grad():  # larger weights, so the output depends on the document
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.25)
-    model.generation_config = model.generation_config.update(max_length=6)
-    model.save_pretrained(folder)
-    (folder / "vocab.txt").write_text("\n".join(SPECIALS + WORDS) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512, "do_lower_case": True}))
-    return folder
+    return write_word_model(tmp_path_factory.mktemp("tiny"))
 
 
 def document(*numbers: int) -> str:
