@@ -73,6 +73,17 @@ _LM_NAMES = {
     "use_bidirectional_attention": "use_bidirectional_attention",
 }
 
+_GEMMA2_DEFAULTS = dict(
+    _LM_DEFAULTS, vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+    num_attention_heads=8, num_key_value_heads=4, head_dim=256, hidden_act="gelu_pytorch_tanh",
+    max_position_embeddings=8192, pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True,
+    query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+)
+_GEMMA2_NAMES = {
+    **_LM_NAMES, "hidden_act": "hidden_activation", "mlp_bias": None, "query_pre_attn_scalar": "query_pre_attn_scalar",
+    "attn_logit_softcapping": "attn_logit_softcapping", "final_logit_softcapping": "final_logit_softcapping",
+}
+
 # One row per supported model_type. Defaults follow the family's published checkpoints where
 # transformers' config class keeps BERT's (roberta-base, xlm-roberta-base, camembert-base).
 FAMILIES: dict[str, Family] = {
@@ -144,28 +155,16 @@ FAMILIES: dict[str, Family] = {
     ),
     "gemma2": Family(
         "Gemma2Config", "Gemma2Model", "Gemma2ForCausalLM",
-        defaults=dict(_LM_DEFAULTS, vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                      num_attention_heads=8, num_key_value_heads=4, head_dim=256, hidden_act="gelu_pytorch_tanh",
-                      max_position_embeddings=8192, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-                      tie_word_embeddings=True, query_pre_attn_scalar=256, sliding_window=4096,
-                      final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
-        hf_names={**_LM_NAMES, "hidden_act": "hidden_activation", "mlp_bias": None,
-                  "query_pre_attn_scalar": "query_pre_attn_scalar", "attn_logit_softcapping": "attn_logit_softcapping",
-                  "final_logit_softcapping": "final_logit_softcapping"},
+        defaults=_GEMMA2_DEFAULTS,
+        hf_names=_GEMMA2_NAMES,
         **dict(_LM, norm="rms_plus_one", embed_scale=True, sandwich_norm=True, sliding_layers="alternate"),
     ),
     # T5Gemma's encoder and decoder stacks (Gemma 2 layers; the decoder with its own cross-attention),
     # read from a T5GemmaForConditionalGeneration folder: no single-model classes of their own.
     "t5_gemma_module": Family(
         "T5GemmaModuleConfig", None, None,
-        defaults=dict(_LM_DEFAULTS, vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                      num_attention_heads=8, num_key_value_heads=4, head_dim=256, hidden_act="gelu_pytorch_tanh",
-                      max_position_embeddings=8192, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-                      tie_word_embeddings=True, query_pre_attn_scalar=256, sliding_window=4096,
-                      final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
-        hf_names={**_LM_NAMES, "hidden_act": "hidden_activation", "mlp_bias": None,
-                  "query_pre_attn_scalar": "query_pre_attn_scalar", "attn_logit_softcapping": "attn_logit_softcapping",
-                  "final_logit_softcapping": "final_logit_softcapping", "cross_attention_init": None,
+        defaults=_GEMMA2_DEFAULTS,
+        hf_names={**_GEMMA2_NAMES, "cross_attention_init": None,
                   "use_bidirectional_attention": None, "hidden_dropout_prob": "dropout_rate",
                   "cross_attention_hidden_size": "cross_attention_hidden_size"},
         **dict(_LM, norm="rms_plus_one", embed_scale=True, sandwich_norm=True, sliding_layers="alternate",
