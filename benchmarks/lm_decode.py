@@ -40,7 +40,7 @@ def step_times(step, first, steps: int) -> list[float]:
 def encdec_steps(folder, prompt: torch.Tensor, forced: torch.Tensor) -> list[float]:
     """Our LlamaForCausalLM's backbone with the pre-allocated KV cache (what generate steps)."""
     from encdec import LlamaForCausalLM
-    from encdec.nn.layers import KVCache
+    from encdec.nn.attention import KVCache
 
     lm = LlamaForCausalLM.from_pretrained(folder).backbone.eval()
     c = lm.config

@@ -3,7 +3,7 @@
 Names are imported on first use (PEP 562), so `import encdec.apps.preflight` or `train.py --help`
 does not pay for torch; `from encdec import EncoderDecoderModel` works as usual. transformers' class
 names of each family (`BertConfig`, `BertModel`, `GPT2LMHeadModel`, ...) come from its `FAMILIES`
-row (encdec.nn.config), so a new family adds its names there and nowhere else.
+row (encdec.nn.families), so a new family adds its names there and nowhere else.
 """
 
 from __future__ import annotations

@@ -46,8 +46,9 @@ from encdec.generation.generate import current_generation_config, generate
 from encdec.generation.settings import GENERATION_CONFIG_NAME, GenerationConfig
 from encdec.nn.backbone import Backbone
 from encdec.nn.config import EncoderDecoderConfig
-from encdec.nn.layers import init_weights, padding_mask
+from encdec.nn.layers import init_weights
 from encdec.nn.loss import linear_cross_entropy, logits_loss
+from encdec.nn.masks import padding_mask
 from encdec.nn.packing import PackedMask, Packing
 
 # State-dict names of earlier encdec versions (BertDecoder's `.stack`, GPT2Decoder's wte/wpe) -> now,

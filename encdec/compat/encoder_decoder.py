@@ -21,8 +21,8 @@ from encdec.compat.pretrained import count_parameters, output_embeddings
 from encdec.compat.single_models import SingleModel, view
 from encdec.nn.backbone import Backbone
 from encdec.nn.config import RUNTIME_DEFAULTS, BackboneConfig, EncoderDecoderConfig, hf_aliases
-from encdec.nn.layers import padding_mask
 from encdec.nn.loss import logits_loss
+from encdec.nn.masks import padding_mask
 
 
 def compose(

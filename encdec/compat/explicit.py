@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from encdec.nn.layers import Attention, causal_mask, merged_mask, padding_mask, sliding_mask, softcapped_attention
+from encdec.nn.attention import Attention, softcapped_attention
+from encdec.nn.masks import causal_mask, merged_mask, padding_mask, sliding_mask
 
 
 @dataclass

@@ -43,8 +43,8 @@ from encdec.compat.pretrained import (
 from encdec.nn.backbone import Backbone
 from encdec.nn.config import BackboneConfig
 from encdec.nn.families import FAMILIES
-from encdec.nn.layers import padding_mask
 from encdec.nn.loss import logits_loss
+from encdec.nn.masks import padding_mask
 
 # transformers class name -> (model_type, has an LM head: a decoder), from the FAMILIES rows
 CLASSES: dict[str, tuple[str, bool]] = {

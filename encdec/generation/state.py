@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from encdec.nn.layers import KVCache, padding_mask
+from encdec.nn.attention import KVCache
+from encdec.nn.masks import padding_mask
 
 
 class Decoding:

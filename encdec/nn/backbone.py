@@ -12,23 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from encdec.nn.attention import KVCache
 from encdec.nn.config import BackboneConfig
 from encdec.nn.cpu_kernels import Dropout
 from encdec.nn.families import FAMILIES
-from encdec.nn.layers import (
-    Block,
-    KVCache,
-    Rotary,
-    activation,
-    causal_mask,
-    init_weights,
-    make_norm,
-    padding_mask,
-    run_layers,
-    scaled_init,
-    sliding_mask,
-)
+from encdec.nn.layers import Block, activation, init_weights, run_layers, scaled_init
+from encdec.nn.masks import causal_mask, padding_mask, sliding_mask
+from encdec.nn.norms import make_norm
 from encdec.nn.packing import PackedMask, Packing
+from encdec.nn.rotary import Rotary
 
 
 def roberta_position_ids(input_ids: Tensor, pad_id: int, past_length: int = 0) -> Tensor:
@@ -57,7 +49,7 @@ class Embeddings(nn.Module):
         self.roberta_positions = family.roberta_positions
         self.pad_id = config.pad_token_id
         self.word = nn.Embedding(config.vocab_size, width, padding_idx=self.pad_id if family.pad_embedding else None)
-        self.position = None  # rotary families rotate queries and keys instead (encdec.nn.layers.Rotary)
+        self.position = None  # rotary families rotate queries and keys instead (encdec.nn.rotary.Rotary)
         if family.positions == "absolute":
             self.position = nn.Embedding(
                 config.max_position_embeddings, width, padding_idx=self.pad_id if self.roberta_positions else None

@@ -6,7 +6,7 @@ import torch
 from tiny_models import encdec_config, padded_batch, reference_model
 
 from encdec import EncoderDecoderModel
-from encdec.nn.layers import causal_mask, padding_mask
+from encdec.nn.masks import causal_mask, padding_mask
 
 transformers = pytest.importorskip("transformers")
 
