@@ -15,19 +15,15 @@ from encdec.checkpoints.keymaps import (
     Rule,
     backbone_rules,
     canonical_single_model_keys,
-    check_complete,
     encoder_decoder_rules,
     file_names,
     from_hf,
     linear_rule,
-    load_checked,
     normalize_keys,
-    report_fresh_optional,
-    report_warm_start,
     split_optional,
     to_hf,
-    untied,
 )
+from encdec.checkpoints.reports import check_complete, load_checked, report_fresh_optional, report_warm_start, untied
 from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.compat.encoder_decoder import (
     TransformersAPI,

@@ -24,12 +24,10 @@ from encdec.checkpoints.keymaps import (
     canonical_single_model_keys,
     file_names,
     from_hf,
-    load_checked,
-    report_fresh_optional,
-    report_warm_start,
     split_optional,
     to_hf,
 )
+from encdec.checkpoints.reports import load_checked, report_fresh_optional, report_warm_start
 from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.compat.explicit import Cache, rope_of, run_explicit
 from encdec.compat.outputs import BaseModelOutput, BaseModelOutputWithPooling, CausalLMOutput
