@@ -172,7 +172,8 @@ def test_non_text_values_and_broken_json_lines_are_named(tmp_path, cache_dir):
     listed = write_jsonl(tmp_path / "listed.jsonl", rows)
     evaluated = script("evaluate.py", "baseline=lead3", "data=local", f"data.source.files.test={listed}",
                        "data.text_column=document", "data.summary_column=summary", cwd=tmp_path)
-    assert "Record 'r2': column 'document' holds a list (['x']), not text" in error_line(evaluated, "evaluate.py")
+    assert f"{listed} line 2 (id 'r2'): column 'document' holds a list (['x']), not text" in error_line(
+        evaluated, "evaluate.py")
 
     from encdec.data.datamodule import LocalSource
 
@@ -180,6 +181,20 @@ def test_non_text_values_and_broken_json_lines_are_named(tmp_path, cache_dir):
     with pytest.raises(UsageError, match=rf"{truncated} line 2: not valid JSON .*repair or delete that line"):
         LocalSource({"train": str(truncated)}).open("train")
     assert json.loads(listed.read_text().splitlines()[1])["document"] == ["x"]  # inputs untouched
+
+
+@pytest.mark.slow
+def test_a_training_record_without_its_summary_is_named_by_file_and_line(tmp_path, cache_dir):
+    """data.on_empty=error: the record's file and line (there is no id column), not "Record None"."""
+    rows = [json.dumps({"document": f"Article number {i}. It has words.", "summary": f"summary {i}"})
+            for i in range(40)]
+    rows[6] = json.dumps({"document": "An article whose summary is missing."})
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    tiny = [o for o in TINY if not o.startswith("data.source.")]
+    local = [*tiny, "data=local", f"data.source.files.train={data}", f"data.source.files.validation={data}",
+             "data.text_column=document", "data.summary_column=summary", "data.id_column=null"]
+    refused = script("train.py", *local, "data.on_empty=error", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert f"train.py: error: {data} line 7: column 'summary' is empty or missing." in error_line(refused, "train.py")
 
 
 def test_non_text_values_mid_stream_are_skipped_and_counted_or_refused():
