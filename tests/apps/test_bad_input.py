@@ -233,6 +233,30 @@ def test_an_override_hydra_cannot_compose_is_a_usage_error(tmp_path):
     assert done.returncode == 2 and "optim.lrr" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("args, key", [
+    (["model=does_not_exist"], "model=does_not_exist"),
+    (["model/encoder=nope"], "model/encoder=nope"),
+    (["experiment=nope"], "experiment=nope"),  # an optional group: Hydra would start the quickstart without it
+    (["-m", "model=tiny,nope"], "model=nope"),
+])
+def test_an_unknown_config_group_option_is_one_line_naming_the_choices(args, key, tmp_path):
+    done = script("train.py", *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                  cwd=tmp_path)
+    group, value = key.split("=")
+    choices = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    assert error_line(done, "train.py") == (f"train.py: error: {key}: config group '{group}' has no option "
+                                            f"'{value}'; choose one of {', '.join(choices)} (the yaml files in "
+                                            f"conf/{group}/).")
+    assert done.stderr.strip() == error_line(done, "train.py") and done.stdout == ""
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_an_unknown_option_for_evaluate_is_one_line_too(tmp_path):
+    evaluated = script("evaluate.py", "generation=greedyy", cwd=tmp_path)
+    assert "generation=greedyy: config group 'generation' has no option 'greedyy'; choose one of cnn_dailymail, " \
+           "greedy, stored" in error_line(evaluated, "evaluate.py")
+
+
 def test_a_failed_start_leaves_an_existing_run_folder_intact(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
