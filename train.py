@@ -71,8 +71,9 @@ def train(cfg: DictConfig) -> float | None:
     import lightning as L
     import torch
 
-    from encdec.apps.entry import log_lightning_once
+    from encdec.apps.entry import exit_interrupted, log_lightning_once
     from encdec.training.export import export_best
+    from encdec.training.interrupts import TrainingInterrupted
     from encdec.training.run_records import finish_run, start_run
 
     log_lightning_once()
@@ -83,7 +84,10 @@ def train(cfg: DictConfig) -> float | None:
     start_run(cfg, trainer, run_dir)
     if cfg.get("validate_before_training") and not cfg.get("ckpt_path"):
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except TrainingInterrupted as stop:  # SIGINT, SIGTERM, SLURM's requeue signal: last.ckpt is written
+        exit_interrupted("train.py", stop)
     summary = finish_run(cfg.monitor, module, trainer, export_best(cfg, parts, trainer), run_dir,
                          plots=cfg.get("plots", False))
     return summary["best"]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
-from encdec.base.errors import UsageError, one_line
+from encdec.base.errors import USAGE_EXIT_STATUS, UsageError, one_line
 
 T = TypeVar("T")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -20,7 +21,6 @@ ENTRY_SCRIPTS = {PACKAGE_DIR.parent / "train.py", PACKAGE_DIR.parent / "evaluate
 # Errors that encdec raises on purpose with a message for the user; the same types raised inside a
 # library (torch, Lightning, datasets) are not ours to shorten and keep their traceback.
 OWN_ERROR_TYPES = (ValueError, TypeError, OSError)
-USAGE_EXIT_STATUS = 2
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -142,6 +142,26 @@ def run_entry(prog: str, job: Callable[[], T], run_dir: str | Path | None = None
         sys.exit(USAGE_EXIT_STATUS)
 
 
+def exit_interrupted(prog: str, stop: Any) -> NoReturn:
+    """After a training stopped by a signal (encdec.training.interrupts.TrainingInterrupted): one
+    line saying where it stopped and the command that continues it, then the signal's exit status."""
+    if stop.rank == 0:
+        finish_wandb(stop.exit_status)
+        requeued = f"; requeued SLURM job {stop.requeued}" if stop.requeued else ""
+        print(f"{prog}: interrupted: {stop}{requeued}; resume with: {resume_command(prog, stop.checkpoint)}",
+              file=sys.stderr, flush=True)
+    sys.exit(stop.exit_status)
+
+
+def resume_command(prog: str, checkpoint: str) -> str:
+    """`python PROG <this run's overrides> ckpt_path=CHECKPOINT` (a new run folder by default)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "ckpt_path"]
+    return " ".join(["python", prog, *map(shlex.quote, kept), shlex.quote(f"ckpt_path={checkpoint}")])
+
+
 def finish_wandb(exit_code: int) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
@@ -149,12 +169,16 @@ def finish_wandb(exit_code: int) -> None:
 
 
 def remove_if_bookkeeping_only(folder: Path) -> bool:
-    """Delete a run folder that holds only `.hydra/` and Hydra's job log (a failed start)."""
+    """Delete a run folder that holds only `.hydra/`, Hydra's job log and this run's claim on it
+    (a failed start)."""
+    from encdec.apps.run_folder import LOCK_NAME, release
+
     if not folder.is_dir():
         return False
     entries = list(folder.iterdir())
-    if any(e.name != ".hydra" and not (e.is_file() and e.suffix == ".log") for e in entries):
+    if any(e.name not in (".hydra", LOCK_NAME) and not (e.is_file() and e.suffix == ".log") for e in entries):
         return False
+    release(folder)
     shutil.rmtree(folder, ignore_errors=True)
     try:
         folder.parent.rmdir()  # the DATE folder, when this was its only run

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -215,6 +216,9 @@ class ResumableBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
+        if info is not None:  # Ctrl-C reaches the whole process group: the main process decides
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
         stream = self.open_stream()
         if info is not None and info.num_workers > stream.n_shards:
             raise ValueError(
