@@ -57,11 +57,13 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     if notice := quickstart_notice(cfg, choices):
         log.warning(notice)
     from encdec.serving.devices import check_device
-    from encdec.training.run_records import remove_stale_temporaries
+    from encdec.training.run_records import check_resumable, remove_stale_temporaries
 
     check_device(cfg.trainer.get("accelerator"), "trainer.accelerator")
     for folder in {run_dir / "checkpoints", *([Path(cfg.ckpt_path).parent] if cfg.get("ckpt_path") else [])}:
         remove_stale_temporaries(folder)
+    if cfg.get("ckpt_path"):
+        check_resumable(Path(cfg.ckpt_path))
 
 
 def train(cfg: DictConfig) -> float | None:

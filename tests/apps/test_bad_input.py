@@ -257,6 +257,18 @@ def test_an_unknown_option_for_evaluate_is_one_line_too(tmp_path):
            "greedy, stored" in error_line(evaluated, "evaluate.py")
 
 
+def test_a_weights_only_checkpoint_cannot_resume_and_says_so_in_one_line(tmp_path):
+    import torch
+
+    weights = tmp_path / "best-step0000002.ckpt"
+    torch.save({"state_dict": {}, "global_step": 2, "encdec_config": {}}, weights)  # what save_weights_only writes
+    done = script("train.py", f"ckpt_path={weights}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert error_line(done, "train.py") == (
+        f"train.py: error: ckpt_path={weights} holds weights only (save_weights_only): it cannot resume training. "
+        "Resume from the run's checkpoints/last.ckpt; the weights alone serve evaluate.py and encdec summarize.")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_failed_start_leaves_an_existing_run_folder_intact(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
