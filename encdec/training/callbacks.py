@@ -47,6 +47,7 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     _interrupts: InterruptSignals | None = None
     _stop_after_validation = False
+    _steps_seen = 0  # global_step at the last batch end: under gradient accumulation not every batch steps
 
     @property
     def state_key(self) -> str:
@@ -93,11 +94,13 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().on_train_start(trainer, pl_module)
         if self.save_last:
             self._interrupts = InterruptSignals(requeue_signal(trainer), announce=trainer.is_global_zero).install()
+            self._steps_seen = trainer.global_step
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self._interrupts is None or self._stop_after_validation:
-            return
+        stepped, self._steps_seen = trainer.global_step != self._steps_seen, trainer.global_step
+        if self._interrupts is None or self._stop_after_validation or not stepped:
+            return  # mid-accumulation the gradients so far are in no checkpoint: wait for the step
         received = self._interrupts.received is not None
         if not trainer.strategy.reduce_boolean_decision(received, all=False):  # any rank: all ranks stop here
             return
