@@ -94,4 +94,4 @@ def hydra_output_dir() -> str:
 if __name__ == "__main__":
     from encdec.apps.entry import run_hydra_main
 
-    run_hydra_main(main, "evaluate.py", "evaluate")
+    run_hydra_main(main, "evaluate.py")

@@ -106,4 +106,4 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     from encdec.apps.entry import run_hydra_main
 
-    run_hydra_main(main, "train.py", "train")
+    run_hydra_main(main, "train.py")

@@ -11,9 +11,14 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Callable, NoReturn, TypeVar
 
 from encdec.base.errors import USAGE_EXIT_STATUS, UsageError, one_line
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+
+    from encdec.training.interrupts import TrainingInterrupted
 
 T = TypeVar("T")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -57,12 +62,12 @@ _job_started = False
 CONFIG_DIR = PACKAGE_DIR.parent / "conf"
 
 
-def run_hydra_main(main: Callable[[], object], prog: str | None = None, config_name: str | None = None) -> None:
+def run_hydra_main(main: Callable[[], object], prog: str | None = None) -> None:
     """Call a `@hydra.main` function. Hydra exits with status 1 when it cannot compose the config
     (a typo in an override, an unknown option), before any job starts: a usage error, so 2. An
     option a config group does not have (`model=does_not_exist`) is found first and told in one
     line that names the choices (Hydra prints 15 lines, or ignores it for an optional group)."""
-    if prog and config_name and not show_full_errors():
+    if prog and not show_full_errors():
         problem = unknown_group_choice(sys.argv[1:], CONFIG_DIR)
         if problem:
             print(f"{prog}: error: {problem}", file=sys.stderr, flush=True)
@@ -112,7 +117,7 @@ def unknown_group_choice(argv: list[str], config_dir: Path) -> str | None:
     return None
 
 
-def _picked(override: Any) -> list[str]:
+def _picked(override: Override) -> list[str]:
     """The option names an override picks: one, or each of a `-m` sweep's `a,b`."""
     if override.is_sweep_override():
         sweep = override.value()
@@ -142,7 +147,7 @@ def run_entry(prog: str, job: Callable[[], T], run_dir: str | Path | None = None
         sys.exit(USAGE_EXIT_STATUS)
 
 
-def exit_interrupted(prog: str, stop: Any) -> NoReturn:
+def exit_interrupted(prog: str, stop: TrainingInterrupted) -> NoReturn:
     """After a training stopped by a signal (encdec.training.interrupts.TrainingInterrupted): one
     line saying where it stopped and the command that continues it, then the signal's exit status."""
     if stop.rank == 0:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from typing import Any
 
 logger = logging.getLogger("encdec")
@@ -50,6 +51,8 @@ class InterruptSignals:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> InterruptSignals:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            return self
         for signum in self.signums:
             self._previous[signum] = signal.signal(signum, self._note)
         return self

@@ -186,15 +186,9 @@ def interrupted_line(stderr: str) -> str:
 SLOW = ["+callbacks.slow._target_=tests.train_probes.SlowSteps", "+callbacks.slow.seconds=1"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupt_before_the_first_validation_writes_last_ckpt_that_resumes_exactly(
-        signum, straight, tmp_path, cache_dir):
-    """Signalled after step 1 of 8 (validations at 3, 6, 8): last.ckpt of step 1, one line with the
-    resume command, the signal's exit status; the printed command finishes the run as if it had
-    never stopped."""
-    run = tmp_path / "stopped"
-    process = start_train([*COMMON, *SLOW], run, cache_dir)
+def stop_with(signum: int, run: Path, cache: Path) -> tuple[str, dict]:
+    """A run signalled after step 1 of 8 (validations at 3, 6, 8): the line it printed, and its last.ckpt."""
+    process = start_train([*COMMON, *SLOW], run, cache)
     wait_for_step(process, run, 1)
     process.send_signal(signum)
     _, err = process.communicate(timeout=240)
@@ -202,12 +196,47 @@ def test_an_interrupt_before_the_first_validation_writes_last_ckpt_that_resumes_
     last = run / "checkpoints" / "last.ckpt"
     told = interrupted_line(err)
     assert f"{signal.Signals(signum).name} at step 1: wrote {last}; resume with: " in told
-    assert torch.load(last, weights_only=False)["global_step"] == 1 and not (run / "metrics.json").exists()
+    assert not (run / "metrics.json").exists()
+    return told, torch.load(last, weights_only=False)
+
+
+SAME_STATE = ("global_step", "state_dict", "optimizer_states", "lr_schedulers", "loops", "Seq2SeqDataModule",
+              "rng_states", "encdec_history")
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_before_the_first_validation_write_last_ckpt_that_resumes_exactly(
+        straight, tmp_path, cache_dir):
+    """Either signal after step 1: last.ckpt of step 1 (the same state for both), one line with the
+    resume command, the signal's exit status; the printed command finishes the run as if it had
+    never stopped."""
+    told, by_sigint = stop_with(signal.SIGINT, tmp_path / "sigint", cache_dir)
+    by_sigterm = stop_with(signal.SIGTERM, tmp_path / "sigterm", cache_dir)[1]
+    assert by_sigint["global_step"] == 1
+    for key in SAME_STATE:
+        assert_same(by_sigint[key], by_sigterm[key], key)
     command = shlex.split(told.split("resume with: ", 1)[1])
+    last = tmp_path / "sigint" / "checkpoints" / "last.ckpt"
     assert command[:2] == ["python", "train.py"] and command[-1] == f"ckpt_path={last}"
     args = [a for a in command[2:] if not a.startswith("+callbacks.slow")]  # the test's sleeps, not needed now
     check(run_train([*args, f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path, cache_dir))
     assert_resumes_as_if_never_stopped(tmp_path / "resumed", straight, first_step=2)
+
+
+def assert_same(a, b, where: str) -> None:
+    """Equal nested checkpoint contents, tensors element for element."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 @pytest.mark.slow
