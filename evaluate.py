@@ -7,6 +7,7 @@ is imported only after that.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from encdec.training.run_records import wandb_run, write_json
 
     data = hydra.utils.instantiate(cfg.data.source)
+    locate = getattr(data, "locate", None)  # local files: refused records named by file and line
     examples = read_examples(
-        data.open(cfg.split), cfg.data.text_column, cfg.data.summary_column, cfg.data.id_column, cfg.limit
+        data.open(cfg.split), cfg.data.text_column, cfg.data.summary_column, cfg.data.id_column, cfg.limit,
+        locate=None if locate is None else partial(locate, cfg.split),
     )
     summarize_batch, identity = summarizer_for(cfg)
     identity.update(data=repr(data), split=cfg.split)
@@ -91,4 +94,4 @@ def hydra_output_dir() -> str:
 if __name__ == "__main__":
     from encdec.apps.entry import run_hydra_main
 
-    run_hydra_main(main)
+    run_hydra_main(main, "evaluate.py")

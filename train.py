@@ -57,11 +57,13 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     if notice := quickstart_notice(cfg, choices):
         log.warning(notice)
     from encdec.serving.devices import check_device
-    from encdec.training.run_records import remove_stale_temporaries
+    from encdec.training.run_records import check_resumable, remove_stale_temporaries
 
     check_device(cfg.trainer.get("accelerator"), "trainer.accelerator")
     for folder in {run_dir / "checkpoints", *([Path(cfg.ckpt_path).parent] if cfg.get("ckpt_path") else [])}:
         remove_stale_temporaries(folder)
+    if cfg.get("ckpt_path"):
+        check_resumable(Path(cfg.ckpt_path))
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -71,8 +73,9 @@ def train(cfg: DictConfig) -> float | None:
     import lightning as L
     import torch
 
-    from encdec.apps.entry import log_lightning_once
+    from encdec.apps.entry import exit_interrupted, log_lightning_once
     from encdec.training.export import export_best
+    from encdec.training.interrupts import TrainingInterrupted
     from encdec.training.run_records import finish_run, start_run
 
     log_lightning_once()
@@ -83,7 +86,10 @@ def train(cfg: DictConfig) -> float | None:
     start_run(cfg, trainer, run_dir)
     if cfg.get("validate_before_training") and not cfg.get("ckpt_path"):
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except TrainingInterrupted as stop:  # SIGINT, SIGTERM, SLURM's requeue signal: last.ckpt is written
+        exit_interrupted("train.py", stop)
     summary = finish_run(cfg.monitor, module, trainer, export_best(cfg, parts, trainer), run_dir,
                          plots=cfg.get("plots", False))
     return summary["best"]
@@ -100,4 +106,4 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     from encdec.apps.entry import run_hydra_main
 
-    run_hydra_main(main)
+    run_hydra_main(main, "train.py")

@@ -15,6 +15,7 @@ goes to stderr when there is more than one batch.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import BinaryIO
 
@@ -136,8 +137,22 @@ def fail(exc: Exception) -> int:
     return USAGE_EXIT_STATUS
 
 
+class _WarningLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"encdec: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def log_warnings_as_lines() -> None:
+    """encdec's warnings (a truncated document, ...) as `encdec: warning: ...` lines on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_WarningLine())
+    handler.setLevel(logging.WARNING)
+    logging.getLogger("encdec").addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_warnings_as_lines()
     if args.command == "summarize":
         return run_summarize(args)
     if args.command == "run":

@@ -1,5 +1,7 @@
 """The project's own error type, and how entry points print an error: one line."""
 
+USAGE_EXIT_STATUS = 2  # what entry points exit with for bad input (argparse's status for a usage error)
+
 
 class UsageError(ValueError):
     """Bad input the user can fix (a setting, a file, a record). The message names the problem and

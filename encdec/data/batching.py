@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -127,28 +128,43 @@ def token_budget_grouped(
 
 class EmptyExamples:
     """Counts records whose text or summary is empty, missing or not text (a number, a list);
-    skips them or raises."""
+    skips them or raises. Messages name the record by file and line when `locate(record)` knows
+    them, and by id where there is an id column. While `counting` is off (passes after the first
+    over the same records) skipped records are not counted again."""
 
-    def __init__(self, columns: Columns, on_empty: str = "skip") -> None:
+    def __init__(self, columns: Columns, on_empty: str = "skip",
+                 locate: Callable[[dict[str, Any]], str | None] | None = None) -> None:
         if on_empty not in ("skip", "error"):
             raise UsageError(f"data.on_empty={on_empty!r}: use skip or error.")
-        self.columns, self.on_empty, self.count = columns, on_empty, 0
+        self.columns, self.on_empty, self.locate = columns, on_empty, locate
+        self.count, self.counting, self._logged = 0, True, False
 
     def usable(self, record: dict[str, Any]) -> bool:
         problems = [p for p in (self._problem(record, c) for c in (self.columns.text, self.columns.summary)) if p]
         if not problems:
             return True
-        rid = record.get(self.columns.id) if self.columns.id else None
         if self.on_empty == "error":
             raise UsageError(
-                f"Record {rid!r}: {' and '.join(problems)}. Clean the data, or set data.on_empty=skip to skip "
-                "such records (they are counted and logged)."
+                f"{self.describe(record)}: {' and '.join(problems)}. Clean the data, or set data.on_empty=skip to "
+                "skip such records (they are counted and logged)."
             )
-        self.count += 1
-        if self.count == 1:
-            logger.warning("Skipping records whose text or summary is empty or not text (first: %r: %s); "
-                           "counted in data/skipped.", rid, " and ".join(problems))
+        if self.counting:
+            self.count += 1
+        if not self._logged:
+            self._logged = True
+            logger.warning("Skipping records whose text or summary is empty or not text (first: %s: %s); "
+                           "counted in data/skipped.", self.describe(record), " and ".join(problems))
         return False
+
+    def describe(self, record: dict[str, Any]) -> str:
+        """'FILE line N', 'FILE line N (id 'x')', "Record 'x'", or what is known without either."""
+        place = self.locate(record) if self.locate is not None else None
+        rid = record.get(self.columns.id) if self.columns.id else None
+        if place is not None:
+            return place if rid is None else f"{place} (id {rid!r})"
+        if rid is not None:
+            return f"Record {rid!r}"
+        return "A record (no id column, no file position; set data.id_column to name records)"
 
     @staticmethod
     def _problem(record: dict[str, Any], column: str) -> str | None:
@@ -190,8 +206,9 @@ class ResumableBatches(IterableDataset):
         on_empty: str = "skip",
         resume: dict[int, dict] | None = None,
         max_tokens: int | None = None,
+        locate: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
-        self.open_stream, self.encoder, self.columns = open_stream, encoder, columns
+        self.open_stream, self.encoder, self.columns, self.locate = open_stream, encoder, columns, locate
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.buffer_size = max(batch_size, buffer_size // batch_size * batch_size)  # whole batches
         self.seed, self.on_empty, self.resume = seed, on_empty, resume or {}
@@ -199,6 +216,9 @@ class ResumableBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
+        if info is not None:  # Ctrl-C reaches the whole process group: the main process decides
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
         stream = self.open_stream()
         if info is not None and info.num_workers > stream.n_shards:
             raise ValueError(
@@ -206,7 +226,7 @@ class ResumableBatches(IterableDataset):
                 "each worker reads whole shards, so use at most that many workers."
             )
         fresh = stream.state_dict()
-        empties = EmptyExamples(self.columns, self.on_empty)
+        empties = EmptyExamples(self.columns, self.on_empty, self.locate)
         position = self.resume.get(worker)
         empties.count = position["skipped"] if position else 0
         epoch = position["epoch"] if position else 0
@@ -221,7 +241,9 @@ class ResumableBatches(IterableDataset):
 
     def _epoch(self, stream: Any, fresh: dict, epoch: int, position: dict | None, empties: EmptyExamples,
                worker: int) -> Iterator[dict]:
-        """One pass over the stream; returns whether it produced any batch."""
+        """One pass over the stream; returns whether it produced any batch. Records skipped in the
+        first pass are skipped again in later ones but counted once."""
+        empties.counting = epoch == 0
         stream.load_state_dict(position["source"] if position else fresh)
         records = iter(stream)
         buffer, done = (position["buffer"], position["batches"]) if position else (0, 0)

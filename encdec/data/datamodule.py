@@ -9,11 +9,11 @@ number of records per rank, the same on every rank, so DDP cannot hang in valida
 from __future__ import annotations
 
 import copy
-import glob
 import logging
 import os
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from lightning import LightningDataModule
@@ -31,7 +31,7 @@ from encdec.data.batching import (
     rotate_rounds,
     take_usable,
 )
-from encdec.data.files import file_format, find_bad_json_line
+from encdec.data.files import ROW_COLUMN, expand_patterns, file_format, find_bad_json_line, record_place
 from encdec.tokenization.tokenizer import Tokenizer
 
 logger = logging.getLogger("encdec")
@@ -78,20 +78,30 @@ class LocalSource:
         self.num_shards = num_shards
 
     def open(self, split: str) -> Any:
+        """The split as a stream of records, each with its index over the split's files (ROW_COLUMN)."""
         import datasets
+        import numpy as np
 
-        paths = self._paths(split)
+        paths = expand_patterns(self._paths(split))
+        if not paths:
+            raise UsageError(f"data.source.files.{split}: {self.files[split]} matches no file.")
         builder = file_format(paths)
         try:
             ds = datasets.load_dataset(builder, data_files={split: paths}, split=split)
         except Exception as exc:  # name the file and line `datasets` could not read
             if builder == "json":
-                find_bad_json_line(sorted(p for pattern in paths for p in glob.glob(pattern)))
+                find_bad_json_line(paths)
             raise UsageError(
                 f"Cannot read the {split!r} files {paths} as one table: {root_cause(exc)}. Every record needs "
                 "the same kind of value in a column (text in the text and summary columns)."
             ) from exc
+        ds = ds.add_column(ROW_COLUMN, np.arange(len(ds)))
         return ds.to_iterable_dataset(num_shards=max(1, min(self.num_shards, len(ds))))
+
+    def locate(self, split: str, record: dict[str, Any]) -> str | None:
+        """Where a record of `split` is ("FILE line N"), for messages about it."""
+        row = record.get(ROW_COLUMN)
+        return None if row is None else record_place(expand_patterns(self._paths(split)), int(row))
 
     def _paths(self, split: str) -> list[str]:
         if split not in self.files:
@@ -137,6 +147,7 @@ def check_columns(ds: Any, columns: Columns, where: str) -> None:
     present = ds.column_names
     if present is None:  # streamed without declared features: look at the first record
         present = list(next(iter(ds)).keys())
+    present = [c for c in present if c != ROW_COLUMN]
     wanted = {"text_column": columns.text, "summary_column": columns.summary, "id_column": columns.id}
     missing = {k: v for k, v in wanted.items() if v is not None and v not in present}
     if missing:
@@ -231,6 +242,11 @@ class Seq2SeqDataModule(LightningDataModule):
         if self._val_batches is None and stage in (None, "fit", "validate"):
             self._val_batches = self._build_val_batches()
 
+    def _locator(self, split: str) -> Callable[[dict[str, Any]], str | None] | None:
+        """locate(record) -> "FILE line N" for a source that knows where its records are."""
+        locate = getattr(self.source, "locate", None)
+        return None if locate is None else partial(locate, self.splits[split])
+
     def _train_stream(self) -> Any:
         from datasets.distributed import split_dataset_by_node
 
@@ -242,7 +258,7 @@ class Seq2SeqDataModule(LightningDataModule):
         """The first val_examples usable records, dealt round-robin; every rank gets as many."""
         rank, world = rank_and_world()
         per_rank = max(1, self.val_examples // world)
-        empties = EmptyExamples(self.columns, self.on_empty)
+        empties = EmptyExamples(self.columns, self.on_empty, self._locator("validation"))
         records = take_usable(iter(self._open("validation")), per_rank * world, empties)
         per_rank = len(records) // world
         if per_rank == 0:
@@ -256,6 +272,7 @@ class Seq2SeqDataModule(LightningDataModule):
         batches = ResumableBatches(
             self._train_stream, self.encoder, self.columns, self.batch_size, self.buffer_size,
             seed=self.seed, on_empty=self.on_empty, resume=self._resume, max_tokens=self.max_tokens,
+            locate=self._locator("train"),
         )
         loader = ResumableLoader(batches, batch_size=None, num_workers=self.num_workers, generator=torch.Generator())
         if self._resume and self.num_workers > 1:
@@ -276,7 +293,7 @@ class Seq2SeqDataModule(LightningDataModule):
         if position is not None:
             self.positions[position["worker"]] = position
             self.last_worker = position["worker"]
-            batch["skipped"] = position["skipped"]
+            batch["skipped"] = sum(p["skipped"] for p in self.positions.values())  # every worker's share
         return batch
 
     def state_dict(self) -> dict[str, Any]:

@@ -8,17 +8,30 @@ import csv
 import glob
 import json
 import os
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from encdec.base.errors import UsageError, not_text
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+# A column the data module adds to local records: the record's index over the split's files, so a
+# record that is skipped or refused can be named by file and line (record_place).
+ROW_COLUMN = "_encdec_row"
 
 
 def is_local_source(source: Any) -> bool:
     target = str(source.get("_target_", ""))
     return target.endswith("LocalSource") and not target.endswith("SampleSource")
+
+
+def expand_patterns(patterns: list[str]) -> list[str]:
+    """Files in the order `datasets` reads them: each pattern in turn, a glob's matches sorted."""
+    files = []
+    for pattern in patterns:
+        expanded = os.path.expanduser(pattern)
+        files.extend(sorted(glob.glob(expanded)) if any(c in expanded for c in "*?[") else [expanded])
+    return files
 
 
 def split_files(source: Any, split: str) -> list[str]:
@@ -132,3 +145,41 @@ def find_bad_json_line(paths: list[str]) -> None:
             for number, line in enumerate(f, 1):
                 if line.strip() and not isinstance(parse_json_line(path, number, line), dict):
                     raise UsageError(f"{path} line {number}: not a JSON object; each line must be one record {{...}}.")
+
+
+def record_place(paths: list[str], row: int) -> str | None:
+    """Where record `row` (0-based, counted over the files in order, as `datasets` reads them) is:
+    "FILE line N" for JSON lines and csv, "FILE record N" in a JSON array, "FILE row N" in parquet.
+    Reads the files up to that record, so call it only for the few records a message names."""
+    for path in paths:
+        place = next(islice(_record_places(path), row, None), None)
+        if place is not None:
+            return f"{path} {place}"
+        row -= sum(1 for _ in _record_places(path))
+    return None
+
+
+def _record_places(path: str) -> Iterator[str]:
+    """The place of each record of one file, in order (blank lines hold no record)."""
+    kind = file_format([path])
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        yield from (f"row {i}" for i in range(1, pq.ParquetFile(path).metadata.num_rows + 1))
+        return
+    with open(path, encoding="utf-8", errors="replace", newline="" if kind == "csv" else None) as f:
+        if kind == "csv":
+            reader = csv.reader(f)
+            next(reader, None)  # the header
+            start = reader.line_num + 1
+            for values in reader:
+                if values:
+                    yield f"line {start}"
+                start = reader.line_num + 1
+            return
+        if f.read(4096).lstrip().startswith("["):  # one JSON array, not JSON lines
+            f.seek(0)
+            yield from (f"record {i}" for i in range(1, len(json.load(f)) + 1))
+            return
+        f.seek(0)
+        yield from (f"line {number}" for number, line in enumerate(f, 1) if line.strip())

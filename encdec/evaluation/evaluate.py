@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from encdec.base.errors import UsageError, not_text
+from encdec.data.files import ROW_COLUMN
 from encdec.evaluation.rouge import aggregate, format_table, score_pairs, split_sentences
 from encdec.serving.progress import Progress
 
@@ -34,9 +35,11 @@ class Example:
 
 
 def read_examples(
-    records: Iterable[dict], text_column: str, summary_column: str, id_column: str | None, limit: int | None
+    records: Iterable[dict], text_column: str, summary_column: str, id_column: str | None, limit: int | None,
+    locate: Callable[[dict], str | None] | None = None,
 ) -> list[Example]:
-    """The split's first `limit` records in order; ids are the id column or the record index."""
+    """The split's first `limit` records in order; ids are the id column or the record index. A
+    refused record is named by file and line when `locate(record)` knows them."""
     examples = []
     for i, record in enumerate(records):
         if limit is not None and i >= limit:
@@ -44,23 +47,25 @@ def read_examples(
         missing = [c for c in (text_column, summary_column, id_column) if c is not None and c not in record]
         if missing:
             raise UsageError(
-                f"Records have no column {missing}; columns present: {sorted(record)}. Set "
+                f"Records have no column {missing}; columns present: {sorted(set(record) - {ROW_COLUMN})}. Set "
                 "data.text_column / data.summary_column / data.id_column (null for none)."
             )
         ident = str(record[id_column]) if id_column else str(i)
-        examples.append(Example(ident, text_value(record, text_column, ident),
-                                text_value(record, summary_column, ident)))
+        place = locate(record) if locate is not None else None
+        where = f"Record {ident!r}" if place is None else f"{place} (id {ident!r})" if id_column else place
+        examples.append(Example(ident, text_value(record, text_column, where),
+                                text_value(record, summary_column, where)))
     if not examples:
         raise UsageError("The split has no examples to evaluate; check the split name and the data files.")
     return examples
 
 
-def text_value(record: dict, column: str, ident: str) -> str:
+def text_value(record: dict, column: str, where: str) -> str:
     """The record's text in `column`; None counts as empty, anything else but a string is refused."""
     value = record[column]
     if not_text(column, value):
         raise UsageError(
-            f"Record {ident!r}: {not_text(column, value)}; fix the record or name the right column "
+            f"{where}: {not_text(column, value)}; fix the record or name the right column "
             "(data.text_column / data.summary_column)."
         )
     return value or ""

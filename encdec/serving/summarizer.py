@@ -3,13 +3,13 @@ the summaries back in the input order.
 
 Bad input never costs the other documents their summaries: an empty, whitespace-only or None
 document gets the empty summary "" (the model is not run on it), and a document longer than the
-encoder's positions is truncated to fit, with one warning per call naming how many were cut.
+encoder's positions is truncated to fit, with one log line per call naming how many were cut.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -21,6 +21,7 @@ from encdec.serving.devices import DTYPE_NAMES, check_device
 from encdec.serving.int8 import quantize_int8
 from encdec.tokenization.tokenizer import Tokenizer, load_tokenizer
 
+logger = logging.getLogger("encdec")
 DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}
 
 
@@ -56,6 +57,7 @@ class Summarizer:
         self.decoder_tokenizer = decoder_tokenizer or encoder_tokenizer
         self.batch_size = batch_size
         self.max_source_length = min(encoder_tokenizer.model_max_length, model.config.encoder.max_positions)
+        self._told: set[str] = set()  # truncation messages logged already (as warnings.warn showed each once)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Summarizer:
@@ -111,12 +113,11 @@ class Summarizer:
         rows = self.encoder_tokenizer([texts[i] for i in indices], truncation=False, padding=False, return_tensors=None)
         lengths = [len(r) for r in rows["input_ids"]]
         too_long = sum(n > self.max_source_length for n in lengths)
-        if too_long:
-            warnings.warn(
-                f"{too_long} of {len(indices)} documents are longer than the encoder's {self.max_source_length} "
-                "tokens and were truncated; summaries cover only their beginning.",
-                UserWarning, stacklevel=4,
-            )
+        message = (f"{too_long} of {len(indices)} documents are longer than the encoder's {self.max_source_length} "
+                   "tokens and were truncated; summaries cover only their beginning.")
+        if too_long and message not in self._told:
+            self._told.add(message)
+            logger.warning(message)
         return [i for _, i in sorted(zip(lengths, indices), key=lambda p: -p[0])]
 
     def _generate_batch(self, batch: list[str], generation_kwargs: dict[str, Any]) -> list[list[int]]:

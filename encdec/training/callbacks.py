@@ -1,15 +1,19 @@
 """Lightning callbacks for step-sized runs on an endless stream: validate after the last step,
 keep best-model tracking (and the validation history) across a resume into a new run folder,
-and a progress bar that counts steps instead of "Epoch 0/-2"."""
+write last.ckpt where an interrupt stops training, and a progress bar that counts steps instead
+of "Epoch 0/-2"."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+
+from encdec.training.interrupts import InterruptSignals, TrainingInterrupted, requeue_signal, requeue_slurm_job
 
 logger = logging.getLogger("encdec")
 
@@ -34,7 +38,16 @@ class ResumableCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that keeps its best score and file when a run resumes into a new folder
     (Lightning's forgets them when `dirpath` changed): the previous best file is copied into this
     run's folder, so later saves never delete files of the earlier run. The module's validation
-    history travels in the checkpoint too, so the final table and metrics.json show all of it."""
+    history travels in the checkpoint too, so the final table and metrics.json show all of it.
+
+    With save_last it also writes last.ckpt when SIGINT, SIGTERM or SLURM's requeue signal stops a
+    fit (encdec.training.interrupts): at the end of the step under way, or after the validation
+    due right after it (a checkpoint from before a due validation would resume past it), and
+    then raises TrainingInterrupted. Every rank stops at the same step."""
+
+    _interrupts: InterruptSignals | None = None
+    _stop_after_validation = False
+    _steps_seen = 0  # global_step at the last batch end: under gradient accumulation not every batch steps
 
     @property
     def state_key(self) -> str:
@@ -67,10 +80,59 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         """With save_top_k=0 and save_last: last.ckpt after every validation of a fit, so it holds
-        that validation's scores (Lightning writes last.ckpt only beside a top-k save)."""
+        that validation's scores (Lightning writes last.ckpt only beside a top-k save). Then the
+        stop an interrupt during the step before asked for."""
         super().on_validation_end(trainer, pl_module)
         if self.save_last and self.save_top_k == 0 and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self._stop_after_validation and not trainer.sanity_checking:
+            self._stop(trainer)
+
+    # ------------------------------------------------------------------ interrupts
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.save_last:
+            self._interrupts = InterruptSignals(requeue_signal(trainer), announce=trainer.is_global_zero).install()
+            self._steps_seen = trainer.global_step
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        stepped, self._steps_seen = trainer.global_step != self._steps_seen, trainer.global_step
+        if self._interrupts is None or self._stop_after_validation or not stepped:
+            return  # mid-accumulation the gradients so far are in no checkpoint: wait for the step
+        received = self._interrupts.received is not None
+        if not trainer.strategy.reduce_boolean_decision(received, all=False):  # any rank: all ranks stop here
+            return
+        if validation_due(trainer):
+            self._stop_after_validation = True
+        else:
+            self._stop(trainer)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._let_go()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        self._let_go()
+
+    def _stop(self, trainer: Any) -> None:
+        """last.ckpt at this step, then out of fit; a run at its last step just finishes."""
+        self._stop_after_validation = False
+        if 0 < trainer.max_steps <= trainer.global_step:
+            return
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        signum = self._interrupts.received or signal.SIGTERM  # another rank's signal
+        requeued = None
+        if signum == requeue_signal(trainer) and trainer.is_global_zero:
+            requeued = requeue_slurm_job()
+        raise TrainingInterrupted(signum, trainer.global_step, self.last_model_path, trainer.global_rank, requeued)
+
+    def _let_go(self) -> None:
+        if self._interrupts is not None:
+            self._interrupts.restore()
+            self._interrupts = None
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         checkpoint["encdec_history"] = list(getattr(pl_module, "history", []))
@@ -79,6 +141,12 @@ class ResumableCheckpoint(ModelCheckpoint):
         history = getattr(pl_module, "history", None)
         if history is not None and not history:
             history.extend(checkpoint.get("encdec_history", []))
+
+
+def validation_due(trainer: Any) -> bool:
+    """Whether the fit loop validates right after the batch that just ended (Lightning's own test)."""
+    loop = trainer.fit_loop
+    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
 
 
 class StepProgressBar(RichProgressBar):

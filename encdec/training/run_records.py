@@ -20,6 +20,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from encdec.base.errors import UsageError
+
 logger = logging.getLogger("encdec")
 
 
@@ -48,6 +50,19 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     if removed:
         logger.info("Removed %d unfinished checkpoint file(s) of killed runs in %s.", len(removed), folder)
     return removed
+
+
+def check_resumable(path: Path) -> None:
+    """A checkpoint saved with save_weights_only has no optimizer state to resume from: say so in
+    one line before Lightning fails deep inside. Memory-mapped, so the weights are not read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # not a zip-format checkpoint, or a broken one: Lightning's load reports it
+        return
+    if "optimizer_states" not in checkpoint:
+        raise UsageError(f"ckpt_path={path} holds weights only (save_weights_only): it cannot resume training. "
+                         "Resume from the run's checkpoints/last.ckpt; the weights alone serve evaluate.py and "
+                         "encdec summarize.")
 
 
 def _process_alive(pid: int) -> bool:

@@ -172,7 +172,8 @@ def test_non_text_values_and_broken_json_lines_are_named(tmp_path, cache_dir):
     listed = write_jsonl(tmp_path / "listed.jsonl", rows)
     evaluated = script("evaluate.py", "baseline=lead3", "data=local", f"data.source.files.test={listed}",
                        "data.text_column=document", "data.summary_column=summary", cwd=tmp_path)
-    assert "Record 'r2': column 'document' holds a list (['x']), not text" in error_line(evaluated, "evaluate.py")
+    assert f"{listed} line 2 (id 'r2'): column 'document' holds a list (['x']), not text" in error_line(
+        evaluated, "evaluate.py")
 
     from encdec.data.datamodule import LocalSource
 
@@ -180,6 +181,20 @@ def test_non_text_values_and_broken_json_lines_are_named(tmp_path, cache_dir):
     with pytest.raises(UsageError, match=rf"{truncated} line 2: not valid JSON .*repair or delete that line"):
         LocalSource({"train": str(truncated)}).open("train")
     assert json.loads(listed.read_text().splitlines()[1])["document"] == ["x"]  # inputs untouched
+
+
+@pytest.mark.slow
+def test_a_training_record_without_its_summary_is_named_by_file_and_line(tmp_path, cache_dir):
+    """data.on_empty=error: the record's file and line (there is no id column), not "Record None"."""
+    rows = [json.dumps({"document": f"Article number {i}. It has words.", "summary": f"summary {i}"})
+            for i in range(40)]
+    rows[6] = json.dumps({"document": "An article whose summary is missing."})
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    tiny = [o for o in TINY if not o.startswith("data.source.")]
+    local = [*tiny, "data=local", f"data.source.files.train={data}", f"data.source.files.validation={data}",
+             "data.text_column=document", "data.summary_column=summary", "data.id_column=null"]
+    refused = script("train.py", *local, "data.on_empty=error", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert f"train.py: error: {data} line 7: column 'summary' is empty or missing." in error_line(refused, "train.py")
 
 
 def test_non_text_values_mid_stream_are_skipped_and_counted_or_refused():
@@ -216,6 +231,42 @@ def test_config_errors_stop_before_torch_is_imported(override, message, tmp_path
 def test_an_override_hydra_cannot_compose_is_a_usage_error(tmp_path):
     done = script("train.py", "optim.lrr=1", cwd=tmp_path)
     assert done.returncode == 2 and "optim.lrr" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, key", [
+    (["model=does_not_exist"], "model=does_not_exist"),
+    (["model/encoder=nope"], "model/encoder=nope"),
+    (["experiment=nope"], "experiment=nope"),  # an optional group: Hydra would start the quickstart without it
+    (["-m", "model=tiny,nope"], "model=nope"),
+])
+def test_an_unknown_config_group_option_is_one_line_naming_the_choices(args, key, tmp_path):
+    done = script("train.py", *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                  cwd=tmp_path)
+    group, value = key.split("=")
+    choices = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    assert error_line(done, "train.py") == (f"train.py: error: {key}: config group '{group}' has no option "
+                                            f"'{value}'; choose one of {', '.join(choices)} (the yaml files in "
+                                            f"conf/{group}/).")
+    assert done.stderr.strip() == error_line(done, "train.py") and done.stdout == ""
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_an_unknown_option_for_evaluate_is_one_line_too(tmp_path):
+    evaluated = script("evaluate.py", "generation=greedyy", cwd=tmp_path)
+    assert "generation=greedyy: config group 'generation' has no option 'greedyy'; choose one of cnn_dailymail, " \
+           "greedy, stored" in error_line(evaluated, "evaluate.py")
+
+
+def test_a_weights_only_checkpoint_cannot_resume_and_says_so_in_one_line(tmp_path):
+    import torch
+
+    weights = tmp_path / "best-step0000002.ckpt"
+    torch.save({"state_dict": {}, "global_step": 2, "encdec_config": {}}, weights)  # what save_weights_only writes
+    done = script("train.py", f"ckpt_path={weights}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert error_line(done, "train.py") == (
+        f"train.py: error: ckpt_path={weights} holds weights only (save_weights_only): it cannot resume training. "
+        "Resume from the run's checkpoints/last.ckpt; the weights alone serve evaluate.py and encdec summarize.")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_failed_start_leaves_an_existing_run_folder_intact(tmp_path):

@@ -149,8 +149,63 @@ def test_empty_records_are_skipped_and_counted(tmp_path, tokenizer):
 
 def test_empty_records_raise_when_asked(tmp_path, tokenizer):
     dm = datamodule(_with_empties(tmp_path), tokenizer, on_empty="error")
-    with pytest.raises(ValueError, match=r"Record '2': column 'article' is empty or missing.*on_empty=skip"):
+    where = tmp_path / "train.jsonl"
+    with pytest.raises(ValueError, match=rf"{where} line 3 \(id '2'\): column 'article' is empty or missing.*"
+                                         "on_empty=skip"):
         dm.setup("fit")
+
+
+def _without_summary(tmp_path) -> tuple[LocalSource, object]:
+    """Ten records without an id column; the one on line 5 (after a blank line) has no summary."""
+    rows = [json.dumps({"document": f"text number {i}.", "summary": f"summary {i}"}) for i in range(10)]
+    rows[3] = json.dumps({"document": "text without its summary."})
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(rows[:2] + [""] + rows[2:]) + "\n")
+    return LocalSource({"train": str(path), "validation": str(path)}), path
+
+
+def test_a_skipped_record_is_named_by_file_and_line_and_counted_once(tmp_path, tokenizer, caplog):
+    source, path = _without_summary(tmp_path)
+    dm = datamodule(source, tokenizer, id_column=None, text_column="document", summary_column="summary",
+                    batch_size=3, buffer_size=9)
+    dm.setup("fit")
+    caplog.clear()  # the validation split (the same file) logged it once already
+    with caplog.at_level("WARNING", logger="encdec"):
+        batches = list(islice(iter(dm.train_dataloader()), 9))  # 9 usable records: 3 batches an epoch, 3 epochs
+    for batch in batches:
+        dm.on_before_batch_transfer(batch, 0)
+    assert [b["skipped"] for b in batches] == [1] * 9  # once, not once per pass
+    named = [r.getMessage() for r in caplog.records if "Skipping records" in r.getMessage()]
+    assert len(named) == 1 and f"first: {path} line 5: column 'summary' is empty or missing" in named[0]
+
+
+def test_a_refused_record_is_named_by_file_and_line(tmp_path, tokenizer):
+    source, path = _without_summary(tmp_path)
+    dm = datamodule(source, tokenizer, id_column=None, text_column="document", summary_column="summary",
+                    on_empty="error")
+    with pytest.raises(ValueError, match=rf"^{path} line 5: column 'summary' is empty or missing\. Clean the data"):
+        dm.setup("fit")
+
+
+def test_record_places_in_each_format_and_across_files(tmp_path):
+    import datasets
+
+    from encdec.data.files import ROW_COLUMN, record_place
+
+    (tmp_path / "a.csv").write_text('text,summary\n"two\nlines",s1\n\nt2,s2\n')
+    (tmp_path / "b.json").write_text('[{"text": "t3", "summary": "s3"},\n {"text": "t4", "summary": "s4"}]')
+    datasets.Dataset.from_list([{"text": "t5", "summary": "s5"}] * 3).to_parquet(str(tmp_path / "c.parquet"))
+    (tmp_path / "d.jsonl").write_text('\n{"text": "t6", "summary": "s6"}\n{"text": "t7", "summary": "s7"}\n')
+    paths = [str(tmp_path / name) for name in ("a.csv", "b.json", "c.parquet", "d.jsonl")]
+    places = [record_place(paths, row) for row in range(9)]
+    assert places == [f"{paths[0]} line 2", f"{paths[0]} line 5", f"{paths[1]} record 1", f"{paths[1]} record 2",
+                      f"{paths[2]} row 1", f"{paths[2]} row 2", f"{paths[2]} row 3", f"{paths[3]} line 2",
+                      f"{paths[3]} line 3"]
+    assert record_place(paths, 9) is None
+    source = LocalSource({"train": str(tmp_path / "d.jsonl")})
+    records = list(source.open("train"))
+    assert [r[ROW_COLUMN] for r in records] == [0, 1]
+    assert source.locate("train", records[1]) == f"{paths[3]} line 3"
 
 
 def test_hub_dataset_offline_explains_the_alternatives(monkeypatch):
