@@ -268,3 +268,31 @@ def lm_batch(batch: int = 3, length: int = 9, seed: int = 1) -> tuple[torch.Tens
     mask[1, length - 3:] = 0
     mask[2, 5:] = 0
     return ids.masked_fill(mask == 0, 0), mask
+
+# ModernBERT encoders: 4 layers (global, local, local, global), a local window of 4 (2 keys either side)
+# shorter than the 14-token batches of `lm_batch(length=14)`, different global and local RoPE thetas.
+# "biased" turns on every bias ModernBERT can have; "published" keeps them off, as answerdotai's are.
+_MODERNBERT = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=4, num_attention_heads=4,
+                   local_attention=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                   cls_token_id=1, sep_token_id=2, global_rope_theta=500.0, local_rope_theta=40.0)
+TINY_MODERNBERTS = {
+    "published": _MODERNBERT,
+    "biased": dict(_MODERNBERT, norm_bias=True, attention_bias=True, mlp_bias=True),
+}
+
+
+def reference_modernbert(name: str = "published", masked_lm: bool = False, seed: int = 0, std: float = 0.3,
+                         **overrides):
+    """transformers' tiny ModernBertModel (or ModernBertForMaskedLM) with spread weights, norms around 1
+    and biases around 0 (so that each matters), eager attention, eval mode."""
+    import transformers
+
+    config = transformers.ModernBertConfig(**{**TINY_MODERNBERTS[name], **overrides})
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = (transformers.ModernBertForMaskedLM if masked_lm else transformers.ModernBertModel)(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if "norm.weight" in key else 0.0))
+    return model

@@ -55,8 +55,8 @@ def linear_rule(ours: str, *theirs: str, transpose: bool = False, bias: bool = T
 
 
 def norm_rule(config: BackboneConfig, ours: str, theirs: str) -> list[Rule]:
-    """A LayerNorm (weight and bias) or an RMSNorm (weight only), as the family uses."""
-    return linear_rule(ours, theirs, bias=config.family.norm == "layer")
+    """A LayerNorm (weight, and bias unless norm_bias=False) or an RMSNorm (weight only), as the family uses."""
+    return linear_rule(ours, theirs, bias=config.layer_norm_bias)
 
 
 def _bert_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
@@ -159,6 +159,22 @@ def _t5gemma_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
     return rules
 
 
+def _modernbert_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
+    """ModernBERT's layers: fused Wqkv and GeGLU Wi already in our order; layer 0 has no attn_norm."""
+    h, o = f"{p}layers.{i}.", f"layers.{i}."
+    attn_bias, mlp_bias = bool(config.attention_bias), bool(config.mlp_bias)
+    rules = [
+        *linear_rule(o + "self_attn.qkv", h + "attn.Wqkv", bias=attn_bias),
+        *linear_rule(o + "self_attn.out", h + "attn.Wo", bias=attn_bias),
+        *norm_rule(config, o + "mlp_norm", h + "mlp_norm"),
+        *linear_rule(o + "mlp.fc_in", h + "mlp.Wi", bias=mlp_bias),
+        *linear_rule(o + "mlp.fc_out", h + "mlp.Wo", bias=mlp_bias),
+    ]
+    if i > 0 or config.family.first_attn_norm:
+        rules += norm_rule(config, o + "self_attn_norm", h + "attn_norm")
+    return rules
+
+
 def _attention_rules(config: BackboneConfig, ours: str, theirs: str, qkv: tuple[str, str, str],
                      cross: bool = False) -> list[Rule]:
     """q/k/v projections fused as ours (q + kv for cross-attention), the output projection, q/k norms."""
@@ -220,6 +236,9 @@ LAYOUTS: dict[str, KeyLayout] = {
         "transformer.", _gpt2_layer, {"word": "wte", "position": "wpe"}, {"head.weight": "lm_head.weight"}, "ln_f"
     ),
     **dict.fromkeys(("llama", "qwen2", "qwen3", "gemma2"), _LM),
+    # ModernBertModel; ModernBertForMaskedLM keeps it under `model.` (its head is not loaded)
+    "modernbert": KeyLayout("model.", _modernbert_layer,
+                            {"word": "embeddings.tok_embeddings", "norm": "embeddings.norm"}, {}, "final_norm"),
     # the stacks of T5GemmaForConditionalGeneration: composite prefixes come from encoder_decoder_rules
     "t5_gemma_module": KeyLayout("", _t5gemma_layer, {"word": "embed_tokens"},
                                  {"head.weight": "lm_head.out_proj.weight"}, "norm"),
@@ -258,7 +277,7 @@ def backbone_rules(config: BackboneConfig, lm_head: bool | None = None) -> list[
     if config.type_vocab_size > 0:
         rules.append(Rule("embeddings.token_type.weight", (f"{p}{emb['token_type']}.weight",)))
     if family.embedding_norm:
-        rules += linear_rule("embeddings.norm", p + emb["norm"])
+        rules += norm_rule(config, "embeddings.norm", p + emb["norm"])
     if config.embedding_width != config.hidden_size:
         rules += linear_rule("embeddings.project", p + emb["project"])
     for i in range(config.num_hidden_layers):

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from encdec.nn.attention import Attention, softcapped_attention
 from encdec.nn.masks import causal_mask, merged_mask, padding_mask, sliding_mask
+from encdec.nn.rotary import Rope, layer_rope
 
 
 @dataclass
@@ -79,7 +80,7 @@ def run_explicit(
     past_length: int = 0,
     hidden_states: bool = False,
     attentions: bool = False,
-    rope: tuple[Tensor, Tensor] | None = None,
+    rope: Rope | None = None,
 ) -> tuple[Tensor, Trace]:
     """Run `backbone`'s blocks on embeddings x (B, T, C); with `cache`, append this call's keys
     and values to it. `rope`: the cos/sin of these positions (Backbone.rope) for rotary families.
@@ -90,7 +91,7 @@ def run_explicit(
         mask = causal_mask(attention_mask, t, past_length + t, x.device)
     else:
         mask = padding_mask(attention_mask)
-    window = sliding_mask(attention_mask, t, past_length + t, config.sliding_window, config.causal, x.device) \
+    window = sliding_mask(attention_mask, t, past_length + t, config.window, config.causal, x.device) \
         if any(layer.sliding for layer in backbone.layers) else None
     all_hidden, self_probs, cross_probs = [], [], []
     for i, layer in enumerate(backbone.layers):
@@ -98,7 +99,7 @@ def run_explicit(
         layer_mask = window if layer.sliding else mask
 
         def self_fn(h: Tensor, layer=layer, i=i, layer_mask=layer_mask) -> Tensor:
-            q, k, v = layer.self_attn.self_qkv(h, rope)
+            q, k, v = layer.self_attn.self_qkv(h, layer_rope(rope, layer.kind))
             if cache is not None:
                 k, v = cache.append(i, k, v)
             seen = layer_mask

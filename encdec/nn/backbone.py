@@ -20,7 +20,7 @@ from encdec.nn.layers import Block, activation, init_weights, run_layers, scaled
 from encdec.nn.masks import causal_mask, padding_mask, sliding_mask
 from encdec.nn.norms import make_norm
 from encdec.nn.packing import PackedMask, Packing
-from encdec.nn.rotary import Rotary
+from encdec.nn.rotary import Rope, Rotary
 
 
 def roberta_position_ids(input_ids: Tensor, pad_id: int, past_length: int = 0) -> Tensor:
@@ -56,7 +56,7 @@ class Embeddings(nn.Module):
             )
         self.scale = width ** 0.5 if family.embed_scale else None  # Gemma scales the word embeddings
         self.token_type = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size > 0 else None
-        self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps) if family.embedding_norm else None
+        self.norm = make_norm(config, width) if family.embedding_norm else None
         self.dropout = Dropout(config.embd_dropout)
         self.project = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
         self.model_type = config.model_type
@@ -149,7 +149,8 @@ class Backbone(nn.Module):
         family = config.family
         self.config = config
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(Block(config, kind) for kind in config.layer_kinds)
+        self.layers = nn.ModuleList(Block(config, kind, attn_norm=i > 0 or family.first_attn_norm)
+                                    for i, kind in enumerate(config.layer_kinds))
         self.final_norm = make_norm(config) if family.final_norm else None
         self.rotary = Rotary(config) if family.positions == "rotary" else None
         self.gradient_checkpointing = False
@@ -195,17 +196,21 @@ class Backbone(nn.Module):
         return x if self.final_norm is None else self.final_norm(x)
 
     def rope(self, input_ids: Tensor, pos: int, dtype: torch.dtype, packing: Packing | None = None,
-             position_ids: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+             position_ids: Tensor | None = None) -> Rope | None:
         """RoPE cos/sin for these tokens, shaped to broadcast over heads: (B, 1, T, D), packed (N, 1, D);
-        None for families with a position table."""
+        a dict by layer kind where kinds rotate differently (ModernBERT); None for families with a
+        position table."""
         if self.rotary is None:
             return None
         positions = self.embeddings.position_ids(input_ids, pos) if position_ids is None \
             else position_ids.expand_as(input_ids)
         if packing is not None:
             positions = packing.pack(positions)
-        cos, sin = self.rotary(positions, dtype)
-        return cos[:, None], sin[:, None]  # the head axis: (B, T, D) -> (B, 1, T, D); (N, D) -> (N, 1, D)
+        rope = {}
+        for kind in self.rotary.kinds:
+            cos, sin = self.rotary(positions, dtype, kind)
+            rope[kind] = cos[:, None], sin[:, None]  # the head axis: (B, T, D) -> (B, 1, T, D); (N, D) -> (N, 1, D)
+        return rope.pop(None) if None in rope else rope
 
     def sliding_mask(self, attention_mask: Tensor | None, x: Tensor, pos: int,
                      packing: Packing | None = None) -> tuple[Tensor, bool] | None:
@@ -215,7 +220,7 @@ class Backbone(nn.Module):
         if packing is not None:
             raise ValueError("Sliding-window layers run on padded batches (config.packable is False).")
         t = x.shape[1]
-        mask = sliding_mask(attention_mask, t, pos + t, self.config.sliding_window, self.config.causal, x.device)
+        mask = sliding_mask(attention_mask, t, pos + t, self.config.window, self.config.causal, x.device)
         return mask, False
 
     @property

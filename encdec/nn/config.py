@@ -62,6 +62,8 @@ class BackboneConfig:
     cross_attention_init: str | None = None  # a decoder's cross-attention kind (Family.cross_attention)
     use_bidirectional_attention: bool | None = None  # an LM family's layers made bidirectional (an encoder)
     cross_attention_hidden_size: int | None = None  # cross-attention reads encoder outputs this wide (T5Gemma)
+    norm_bias: bool | None = None  # LayerNorms with a bias (None: yes); ModernBERT's have none by default
+    local_attention: int | None = None  # ModernBERT's local window: `local_attention // 2` keys either side
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, kept for round trips
 
     def __post_init__(self) -> None:
@@ -137,22 +139,51 @@ class BackboneConfig:
         return self.cross_attention_init or self.family.cross_attention[0]
 
     @property
+    def layer_norm_bias(self) -> bool:
+        """Whether the family's norms are LayerNorms with a bias (ModernBERT's norm_bias=False: none)."""
+        return self.family.norm == "layer" and self.norm_bias is not False
+
+    @property
+    def window(self) -> int | None:
+        """How far a sliding-attention layer sees: the `sliding_window` newest keys (causal), or keys
+        within this distance either side (bidirectional; ModernBERT: half its `local_attention`)."""
+        return self.local_attention // 2 if self.local_attention is not None else self.sliding_window
+
+    @property
     def rope(self) -> dict[str, Any]:
         """RoPE settings with transformers' defaults filled in (type "default", theta 10000)."""
         return {"rope_type": "default", "rope_theta": 10000.0, **(self.rope_parameters or {})}
 
     @property
+    def rope_kinds(self) -> list[str | None]:
+        """The layer kinds with RoPE settings of their own (ModernBERT's `rope_parameters` keyed by
+        "full_attention" / "sliding_attention": one theta for global layers, one for local ones), or
+        [None]: one setting for every layer."""
+        params, kinds = self.rope_parameters or {}, sorted(set(self.layer_kinds))
+        return kinds if all(isinstance(params.get(kind), dict) for kind in kinds) else [None]
+
+    def rope_for(self, kind: str | None) -> dict[str, Any]:
+        """RoPE settings of layers of `kind` (a `rope_kinds` entry; None: the one setting)."""
+        if kind is None:
+            return self.rope
+        return {"rope_type": "default", "rope_theta": 10000.0, **self.rope_parameters[kind]}
+
+    @property
     def layer_kinds(self) -> list[str]:
         """ "full_attention" or "sliding_attention" for each layer, as transformers derives them when
         config.json lists none (Gemma 2 alternates from a sliding first layer; Qwen slides from
-        max_window_layers on when use_sliding_window is set)."""
-        n, window = self.num_hidden_layers, self.sliding_window
+        max_window_layers on when use_sliding_window is set; ModernBERT makes every
+        `global_attn_every_n_layers`-th layer global from the first, default 3)."""
+        n, window = self.num_hidden_layers, self.window
         if self.layer_types is not None:
             return list(self.layer_types)
         if window is None or self.family.sliding_layers == "none":
             return ["full_attention"] * n
         if self.family.sliding_layers == "alternate":
             return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+        if self.family.sliding_layers == "every_nth":
+            every = self.extra.get("global_attn_every_n_layers", 3)
+            return ["full_attention" if i % every == 0 else "sliding_attention" for i in range(n)]
         first = self.extra.get("max_window_layers", n) if self.extra.get("use_sliding_window") else n
         return ["sliding_attention" if i >= first else "full_attention" for i in range(n)]
 
@@ -174,8 +205,10 @@ class BackboneConfig:
         hf = dict(hf)
         model_type = hf.get("model_type")
         family = family_of(model_type)
-        kwargs: dict[str, Any] = dict(family.defaults)
-        if family.positions == "rotary":
+        kwargs: dict[str, Any] = copy.deepcopy(family.defaults)
+        if family.legacy_rope_thetas:
+            _legacy_rope_per_kind(hf, family)
+        elif family.positions == "rotary":
             _legacy_rope(hf)
         for ours, theirs in _hf_names(family).items():
             if theirs is not None and theirs in hf:
@@ -207,6 +240,25 @@ def _legacy_rope(hf: dict[str, Any]) -> None:
     params.setdefault("rope_type", "default")
     if theta is not None:
         params.setdefault("rope_theta", theta)
+    hf["rope_parameters"] = params
+
+
+def _legacy_rope_per_kind(hf: dict[str, Any], family: Family) -> None:
+    """Families with RoPE settings per layer kind (ModernBERT): every kind's settings complete, as
+    transformers 5 fills them: its `rope_parameters` entry, else older configs' `rope_scaling` and
+    per-kind theta (`global_rope_theta`, `local_rope_theta`), else the family's defaults."""
+    thetas = {kind: hf.pop(name) for kind, name in family.legacy_rope_thetas.items() if name in hf}
+    scaling, given = hf.pop("rope_scaling", None), hf.get("rope_parameters") or {}
+    params = copy.deepcopy(family.defaults["rope_parameters"])
+    for kind, own in params.items():
+        mine = dict(given.get(kind) or {})
+        if scaling:
+            mine.update(scaling)
+        if "type" in mine:
+            mine.setdefault("rope_type", mine.pop("type"))
+        if "rope_theta" not in mine and kind in thetas:
+            mine["rope_theta"] = thetas[kind]
+        own.update(mine)
     hf["rope_parameters"] = params
 
 

@@ -44,7 +44,10 @@ class Family:
     # decoders have transformers' own (fresh weights); decoder-only LMs get one added (see
     # encdec.model: "gated" keeps the pretrained LM exact at step 0).
     cross_attention: tuple[str, ...] = ("random",)
-    sliding_layers: str = "none"  # which layers slide when config.json names none: "alternate" | "qwen"
+    sliding_layers: str = "none"  # which layers slide when config.json names none: "alternate" | "qwen" | "every_nth"
+    first_attn_norm: bool = True  # False: layer 0's attention reads the (already normed) embeddings as they are
+    # config.json keys of an older per-layer-kind RoPE theta (ModernBERT's global_rope_theta), by layer kind
+    legacy_rope_thetas: dict[str, str] = field(default_factory=dict)
     causal_lm: bool = False  # a decoder-only LM: causal even as a base model, unless made bidirectional
 
 
@@ -82,6 +85,24 @@ _GEMMA2_DEFAULTS = dict(
 _GEMMA2_NAMES = {
     **_LM_NAMES, "hidden_act": "hidden_activation", "mlp_bias": None, "query_pre_attn_scalar": "query_pre_attn_scalar",
     "attn_logit_softcapping": "attn_logit_softcapping", "final_logit_softcapping": "final_logit_softcapping",
+}
+
+# ModernBERT: pre-norm LayerNorm blocks (bias as norm_bias says), the first layer's attention reading the
+# normed embeddings, GeGLU, rotary positions with one theta for global layers and one for local ones,
+# every third layer global and the others seeing `local_attention // 2` keys either side.
+_MODERNBERT_DEFAULTS = dict(
+    vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=12,
+    max_position_embeddings=8192, layer_norm_eps=1e-5, norm_bias=False, pad_token_id=50283, bos_token_id=50281,
+    eos_token_id=50282, attention_bias=False, mlp_bias=False, type_vocab_size=0, hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0, embedding_dropout_prob=0.0, local_attention=128,
+    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 160000.0},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+)
+_MODERNBERT_NAMES = {
+    "hidden_act": "hidden_activation", "layer_norm_eps": "norm_eps", "norm_bias": "norm_bias",
+    "attention_probs_dropout_prob": "attention_dropout", "embedding_dropout_prob": "embedding_dropout",
+    "hidden_dropout_prob": None, "type_vocab_size": None, "attention_bias": "attention_bias", "mlp_bias": "mlp_bias",
+    "local_attention": "local_attention", "layer_types": "layer_types", "rope_parameters": "rope_parameters",
 }
 
 # One row per supported model_type. Defaults follow the family's published checkpoints where
@@ -159,6 +180,12 @@ FAMILIES: dict[str, Family] = {
         hf_names=_GEMMA2_NAMES,
         **dict(_LM, norm="rms_plus_one", embed_scale=True, sandwich_norm=True, sliding_layers="alternate"),
     ),
+    "modernbert": Family(
+        "ModernBertConfig", "ModernBertModel", None, defaults=_MODERNBERT_DEFAULTS, hf_names=_MODERNBERT_NAMES,
+        decoder=False, pre_norm=True, final_norm=True, positions="rotary", mlp="gated", qkv_bias=None,
+        out_bias=None, sliding_layers="every_nth", first_attn_norm=False,
+        legacy_rope_thetas={"full_attention": "global_rope_theta", "sliding_attention": "local_rope_theta"},
+    ),
     # T5Gemma's encoder and decoder stacks (Gemma 2 layers; the decoder with its own cross-attention),
     # read from a T5GemmaForConditionalGeneration folder: no single-model classes of their own.
     "t5_gemma_module": Family(
@@ -178,7 +205,7 @@ FAMILY_ONLY = (
     "embedding_size", "embedding_dropout_prob", "sinusoidal_positions", "num_key_value_heads", "head_dim",
     "rope_parameters", "attention_bias", "mlp_bias", "sliding_window", "layer_types", "query_pre_attn_scalar",
     "attn_logit_softcapping", "final_logit_softcapping", "cross_attention_init", "use_bidirectional_attention",
-    "cross_attention_hidden_size",
+    "cross_attention_hidden_size", "norm_bias", "local_attention",
 )
 
 

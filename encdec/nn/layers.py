@@ -19,6 +19,7 @@ from encdec.nn.attention import Attention, KVCache
 from encdec.nn.config import BackboneConfig
 from encdec.nn.cpu_kernels import Dropout
 from encdec.nn.norms import RMSNorm, make_norm
+from encdec.nn.rotary import Rope, layer_rope
 
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -63,13 +64,15 @@ class Block(nn.Module):
     the kind its config names: "gated" passes a tanh gate that starts at 0, "merged" has no
     module of its own (the self-attention also attends over the encoder outputs)."""
 
-    def __init__(self, config: BackboneConfig, kind: str = "full_attention") -> None:
+    def __init__(self, config: BackboneConfig, kind: str = "full_attention", attn_norm: bool = True) -> None:
         super().__init__()
         self.pre_norm = config.pre_norm
+        self.kind = kind
         self.sliding = kind == "sliding_attention"
         sandwich = config.family.sandwich_norm
         self.self_attn = Attention(config, cross=False)
-        self.self_attn_norm = make_norm(config)
+        # ModernBERT's first layer reads its normed embeddings without a norm of its own
+        self.self_attn_norm = make_norm(config) if attn_norm else nn.Identity()
         self.self_attn_post_norm = make_norm(config) if sandwich else None
         self.merged = config.add_cross_attention and config.cross_attention_kind == "merged"
         if config.add_cross_attention and not self.merged:
@@ -129,16 +132,17 @@ def run_layers(
     memory_mask: Tensor | None,
     caches: list[KVCache] | None,
     checkpointed: bool = False,
-    rope: tuple[Tensor, Tensor] | None = None,
+    rope: Rope | None = None,
     sliding: tuple[Tensor | None, bool] | None = None,
 ) -> Tensor:
-    """Run the blocks in order, handing each its cross K/V, cache, RoPE angles and mask (sliding-
-    window layers take `sliding`'s (mask, causal)). `checkpointed` (training with activation
-    checkpointing) keeps only each block's input and recomputes the rest in backward."""
+    """Run the blocks in order, handing each its cross K/V, cache, RoPE angles (its kind's, where
+    kinds rotate differently) and mask (sliding-window layers take `sliding`'s (mask, causal)).
+    `checkpointed` (training with activation checkpointing) keeps only each block's input and
+    recomputes the rest in backward."""
     for i, layer in enumerate(layers):
         layer_mask, layer_causal = sliding if layer.sliding and sliding is not None else (mask, causal)
         kwargs = dict(
-            causal=layer_causal, pos=pos, rope=rope,
+            causal=layer_causal, pos=pos, rope=layer_rope(rope, layer.kind),
             memory_kv=memory_kv[i] if memory_kv is not None else None,
             memory_mask=memory_mask,
             cache=caches[i] if caches is not None else None,
@@ -163,7 +167,8 @@ def init_weights(module: nn.Module, std: float) -> None:
                 m.weight.data[m.padding_idx].zero_()
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, RMSNorm):
             (nn.init.zeros_ if m.plus_one else nn.init.ones_)(m.weight)
 

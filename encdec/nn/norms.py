@@ -1,4 +1,5 @@
-"""Norms of every family: LayerNorm (BERT, GPT-2) and RMSNorm (Llama's `w * x`, Gemma's `(1 + w) * x`)."""
+"""Norms of every family: LayerNorm (BERT, GPT-2; ModernBERT's without bias) and RMSNorm (Llama's
+`w * x`, Gemma's `(1 + w) * x`)."""
 
 from __future__ import annotations
 
@@ -29,5 +30,5 @@ def make_norm(config: BackboneConfig, width: int | None = None) -> nn.Module:
     """The family's norm over `width` features (default: the hidden size)."""
     width = width or config.hidden_size
     if config.family.norm == "layer":
-        return nn.LayerNorm(width, eps=config.layer_norm_eps)
+        return nn.LayerNorm(width, eps=config.layer_norm_eps, bias=config.layer_norm_bias)
     return RMSNorm(width, config.layer_norm_eps, plus_one=config.family.norm == "rms_plus_one")

@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 import math
+from typing import Union
 
 import torch
 from torch import Tensor, nn
 
 from encdec.nn.config import BackboneConfig
 
+# The cos/sin of RoPE that layers read: one pair for every layer, or one per layer kind (ModernBERT's
+# global and local layers rotate by different thetas), keyed as `Block.kind`.
+Rope = Union[tuple[Tensor, Tensor], dict[str, tuple[Tensor, Tensor]]]
+
 
 class Rotary(nn.Module):
     """Rotary position embeddings: cos/sin tables for given positions (RoPE types "default",
-    "linear" and "llama3", as transformers computes their inverse frequencies)."""
+    "linear" and "llama3", as transformers computes their inverse frequencies), one table per
+    `config.rope_kinds` entry (None: one table for every layer)."""
 
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
-        self.register_buffer("inv_freq", rope_inverse_frequencies(config), persistent=False)
+        self.kinds = config.rope_kinds
+        for kind in self.kinds:
+            self.register_buffer(_buffer(kind), rope_inverse_frequencies(config, kind), persistent=False)
 
-    def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """positions (...,) int -> cos, sin (..., D) in `dtype`, each frequency used twice."""
-        freqs = positions[..., None].float() * self.inv_freq.float()
+    def forward(self, positions: Tensor, dtype: torch.dtype, kind: str | None = None) -> tuple[Tensor, Tensor]:
+        """positions (...,) int -> cos, sin (..., D) in `dtype` for layers of `kind`, each frequency used twice."""
+        freqs = positions[..., None].float() * getattr(self, _buffer(kind)).float()
         angles = torch.cat((freqs, freqs), dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def rope_inverse_frequencies(config: BackboneConfig) -> Tensor:
-    rope, dim = config.rope, config.head_size
+def _buffer(kind: str | None) -> str:
+    return "inv_freq" if kind is None else f"inv_freq_{kind}"
+
+
+def layer_rope(rope: Rope | None, kind: str) -> tuple[Tensor, Tensor] | None:
+    """The cos/sin a layer of `kind` rotates by."""
+    return rope[kind] if isinstance(rope, dict) else rope
+
+
+def rope_inverse_frequencies(config: BackboneConfig, kind: str | None = None) -> Tensor:
+    rope, dim = config.rope_for(kind), config.head_size
     inv_freq = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     kind = rope["rope_type"]
     if kind == "linear":
