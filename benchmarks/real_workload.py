@@ -132,14 +132,18 @@ def generated(out: torch.Tensor, eos: int) -> list[list[int]]:
     return rows
 
 
-def serving_model(library: str, folder: str, dtype: str):
+def serving_model(library: str, folder: str, dtype: str, backend: str | None = None):
     """The model as served in `dtype`: float32 as loaded, bfloat16 cast (both libraries), int8
-    through encdec's serving path."""
+    through encdec's serving path, or through another int8 `backend` (int8_candidates.py)."""
     from generate import load
 
     model = load(library, folder)
     if dtype == "bfloat16":
         return model.to(torch.bfloat16)
+    if dtype == "int8" and backend:
+        from int8_candidates import CANDIDATES
+
+        return CANDIDATES[backend](model)
     if dtype == "int8":
         from encdec.serving.int8 import quantize_int8
 
@@ -152,7 +156,7 @@ def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads:
 
     torch.set_num_threads(threads)
     kwargs = dict(MODES[mode], **json.loads(extra))
-    model = serving_model(library, folder, kwargs.pop("dtype", "float32"))
+    model = serving_model(library, folder, kwargs.pop("dtype", "float32"), kwargs.pop("int8_backend", None))
     work = batches(folder, docs)
     eos = model.config.eos_token_id
     with torch.no_grad():
@@ -227,7 +231,8 @@ def table(results: dict[tuple, dict], rouge: dict[tuple, dict[str, float]] | Non
         exact = results["transformers", mode, FP32]
         ref, note = same_dtype_reference(results, mode, dtype)
         same = sum(a == b for a, b in zip(run["outputs"], exact["outputs"]))
-        name = library + (" (no speculation)" if "speculative" in extra else "")
+        backend = json.loads(extra).get("int8_backend")
+        name = library + (" (no speculation)" if "speculative" in extra else "") + (f" [{backend}]" if backend else "")
         scores, change = "", ""
         if rouge:
             mine, base = rouge[library, mode, extra], rouge["transformers", mode, FP32]
@@ -282,9 +287,12 @@ def machine(threads: int) -> str:
             f"load average before: {os.getloadavg()[0]:.1f}")
 
 
-def main(model: str | None, docs: int, threads: int, repeats: int) -> None:
+def main(model: str | None, docs: int, threads: int, repeats: int, int8_candidates: list[str] = ()) -> None:
+    """`int8_candidates` (int8_candidates.py) add int8 rows for other backends, next to encdec's."""
     folder = trained_model(model)
     print(machine(threads))
-    results = run_all(folder, docs, threads, repeats)
+    runs = RUNS + [("encdec", mode, {"dtype": "int8", "int8_backend": name})
+                   for name in int8_candidates for mode in MODES]
+    results = run_all(folder, docs, threads, repeats, runs)
     print(table(results, rouge_scores(results, folder, docs)))
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")

@@ -150,3 +150,29 @@ def test_engines_convert_a_same_shape_bart_and_force_lengths(tmp_path):
         for mode in ("greedy", "beam4"):
             run = engines.worker(engine, dtype, mode, folder, bart, ct2, batch=2, source=12, new_tokens=5, threads=1)
             assert run["new_tokens"] == [5] and run["tokens_per_s"] > 0, (engine, dtype, mode, run)
+
+
+@pytest.mark.parametrize("backend", ["torchao", "onednn"])
+def test_int8_candidates_quantise_every_linear_layer_and_the_projection(backend, tmp_path):
+    """benchmarks/int8_candidates.py: each backend replaces every linear layer's fp32 weight and the
+    vocabulary projection, and the model stays itself (logits within a few percent)."""
+    import torch
+
+    if backend == "torchao":
+        pytest.importorskip("torchao")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from int8_candidates import CANDIDATES
+    from tiny_models import reference_model, spread_weights
+
+    from encdec import EncoderDecoderModel
+
+    spread_weights(reference_model("bert2bert"), seed=1).save_pretrained(tmp_path)
+    fp32 = EncoderDecoderModel.from_pretrained(tmp_path).eval()
+    model = CANDIDATES[backend](EncoderDecoderModel.from_pretrained(tmp_path))
+    plain = [name for name, m in model.named_modules()
+             if type(m) is torch.nn.Linear and type(m.weight) in (torch.Tensor, torch.nn.Parameter)]
+    assert plain == [] and model.decoder.head.projection_override is not None and model.quantized == "int8"
+    ids, decoder_ids = torch.tensor([[5, 9, 13, 40, 41]]), torch.tensor([[2, 7, 8, 9]])
+    with torch.no_grad():
+        got, ref = model(ids, decoder_input_ids=decoder_ids).logits, fp32(ids, decoder_input_ids=decoder_ids).logits
+    assert 0 < float((got - ref).abs().max() / ref.abs().max()) < 0.1
