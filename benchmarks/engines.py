@@ -17,7 +17,8 @@ library has it on the CPU (encdec, transformers). Each (engine, dtype, mode) run
 process after a small warm-up call: CTranslate2's OpenMP threads keep spinning after a call, and
 whatever ran next in the same process ran 25-40% slower. The table gives tokens/s (batch x new
 tokens over the whole call, encoder included), the ratio to transformers' fp32 bert2bert and to
-CTranslate2 in the same dtype, and the new tokens each row really produced.
+CTranslate2 in the same dtype (by wall and by process CPU time), and the new tokens each row
+really produced.
 """
 
 from __future__ import annotations
@@ -182,19 +183,22 @@ def run(args: list[str]) -> dict:
 
 def table(results: dict[tuple[str, str, str], dict]) -> str:
     """One row per (mode, engine, dtype): tokens/s, the ratio to transformers' fp32 bert2bert and
-    to CTranslate2 in the same dtype (where it has one), the new tokens produced (forced length)."""
+    to CTranslate2 in the same dtype ("-" where it has none), by wall time and by process CPU time
+    (steadier on a shared machine), and the new tokens produced (the forced length)."""
     from generate import markdown
 
-    header = ["mode", "engine", "dtype", "s", "tokens/s", "vs transformers fp32", "vs CTranslate2, same dtype",
-              "CPU s", "new tokens"]
+    def ratio(r: dict, base: dict | None) -> str:
+        if base is None:
+            return "-"
+        return f"{base['seconds'] / r['seconds']:.2f}x / {base['cpu_s'] / r['cpu_s']:.2f}x"
+
+    header = ["mode", "engine", "dtype", "s", "tokens/s", "CPU s", "vs transformers fp32 (wall / CPU)",
+              "vs CTranslate2, same dtype (wall / CPU)", "new tokens"]
     rows = []
     for (mode, engine, dtype), r in results.items():
-        base = results[mode, "transformers", "float32"]
-        ct2 = results.get((mode, "CTranslate2", dtype))
-        rows.append([mode, engine, dtype, f"{r['seconds']:.2f}", f"{r['tokens_per_s']:.0f}",
-                     f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x",
-                     f"{r['tokens_per_s'] / ct2['tokens_per_s']:.2f}x" if ct2 else "-", f"{r['cpu_s']:.2f}",
-                     "/".join(map(str, r["new_tokens"]))])
+        base, ct2 = results[mode, "transformers", "float32"], results.get((mode, "CTranslate2", dtype))
+        rows.append([mode, engine, dtype, f"{r['seconds']:.2f}", f"{r['tokens_per_s']:.0f}", f"{r['cpu_s']:.2f}",
+                     ratio(r, base), ratio(r, ct2), "/".join(map(str, r["new_tokens"]))])
     return markdown(header, rows)
 
 

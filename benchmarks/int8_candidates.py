@@ -1,6 +1,13 @@
 """Other dynamic-int8 backends for encdec's serving model, measured against encdec's own
-`dtype=int8` (torch.ao dynamic quantisation) by `generate.py --int8-candidates torchao,onednn`.
-Benchmark-only: the package never imports these.
+`dtype=int8` (torch.ao dynamic quantisation) by `generate.py --int8-candidates torchao,onednn`
+(speed and ROUGE on the real workload), and layer by layer by this script:
+
+    python benchmarks/int8_candidates.py [--threads 1]
+
+which times one linear layer of each decode and encoder shape of the quickstart model in fp32 and
+each backend (process CPU time, best of 3 rounds, all in one process, backends side by side) and
+its largest error against fp32 relative to the largest output. Benchmark-only: the package never
+imports these.
 
 - torchao: torchao's `quantize_` with `Int8DynamicActivationInt8WeightConfig` (int8 weights one
   scale per output row, activations quantised per row at each call), the replacement PyTorch names
@@ -15,6 +22,8 @@ Each replaces every nn.Linear and the LM head's vocabulary projection (through
 
 from __future__ import annotations
 
+import argparse
+import time
 from typing import Any, Callable
 
 import torch
@@ -92,3 +101,71 @@ def onednn_int8(model: Any) -> Any:
 
 
 CANDIDATES = {"torchao": torchao_int8, "onednn": onednn_int8}
+
+# rows x in-features x out-features of the quickstart model's layers: decode steps of 16 rows (greedy)
+# and 64 (beam 4 x 16), the vocabulary projection, and an encoder batch
+SHAPES = [(16, 384, 1152), (16, 1536, 384), (16, 384, 30522), (64, 384, 1536), (64, 384, 30522), (1888, 384, 1152)]
+
+
+def layer_backends(layer: nn.Linear) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The same fp32 layer as each backend runs it."""
+    import copy
+    import warnings
+
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+    def torchao(config):
+        copied = copy.deepcopy(layer)
+        quantize_(copied, config)
+        return copied
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch_ao = torch.ao.quantization.quantize_dynamic(nn.Sequential(copy.deepcopy(layer)), {nn.Linear},
+                                                          dtype=torch.qint8)
+    return {"fp32": layer, "torch.ao (encdec today)": torch_ao,
+            "torchao dynamic int8": torchao(Int8DynamicActivationInt8WeightConfig()),
+            "torchao weight-only int8": torchao(Int8WeightOnlyConfig()),
+            "oneDNN qlinear": OneDNNInt8Linear(layer.weight, layer.bias)}
+
+
+def cpu_microseconds(f: Callable, x: torch.Tensor, calls: int) -> float:
+    with torch.no_grad():
+        f(x)
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            for _ in range(calls):
+                f(x)
+            best = min(best, (time.process_time() - start) / calls * 1e6)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from generate import markdown
+    from real_workload import machine
+
+    rows, names = [], []
+    for m, k, n in SHAPES:
+        torch.manual_seed(0)
+        layer, x = nn.Linear(k, n).eval(), torch.randn(m, k)
+        backends = layer_backends(layer)
+        names = list(backends)
+        with torch.no_grad():
+            ref = layer(x)
+            errors = {name: float((f(x) - ref).abs().max() / ref.abs().max()) for name, f in backends.items()}
+        calls = max(3, int(1e8 / (m * k * n)))
+        times = {name: cpu_microseconds(f, x, calls) for name, f in backends.items()}
+        rows.append([f"{m} x {k} x {n}"] + [f"{times[name]:.0f} ({times['fp32'] / times[name]:.2f}x, "
+                                              f"{100 * errors[name]:.1f}%)" for name in names])
+    print(machine(args.threads))
+    print("CPU microseconds per call (speed-up over fp32, largest error / largest output)")
+    print(markdown(["rows x in x out"] + names, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -116,16 +116,21 @@ def test_engines_table_ratios_and_forced_lengths():
     import engines
 
     def row(tokens_per_s, lengths=(64,)):
-        return dict(seconds=1024 / tokens_per_s, cpu_s=1.0, tokens_per_s=tokens_per_s, new_tokens=list(lengths))
+        return dict(seconds=1024 / tokens_per_s, cpu_s=2048 / tokens_per_s, tokens_per_s=tokens_per_s,
+                    new_tokens=list(lengths))
 
     results = {("greedy", "encdec", "float32"): row(600), ("greedy", "transformers", "float32"): row(500),
                ("greedy", "CTranslate2", "float32"): row(400), ("greedy", "encdec", "bfloat16"): row(1000),
                ("greedy", "encdec", "int8"): row(800, (63, 64)), ("greedy", "CTranslate2", "int8"): row(1600)}
+    results["greedy", "encdec", "float32"]["cpu_s"] = 2048 / 300  # CPU time counted apart from wall time
     lines = [line.split(" | ") for line in engines.table(results).splitlines() if line.startswith("| greedy")]
-    assert [(r[1], r[2], r[5], r[6], r[8].rstrip(" |")) for r in lines] == [
-        ("encdec", "float32", "1.20x", "1.50x", "64"), ("transformers", "float32", "1.00x", "1.25x", "64"),
-        ("CTranslate2", "float32", "0.80x", "1.00x", "64"), ("encdec", "bfloat16", "2.00x", "-", "64"),
-        ("encdec", "int8", "1.60x", "0.50x", "63/64"), ("CTranslate2", "int8", "3.20x", "1.00x", "64")]
+    assert [(r[1], r[2], r[6], r[7], r[8].rstrip(" |")) for r in lines] == [
+        ("encdec", "float32", "1.20x / 0.60x", "1.50x / 0.75x", "64"),
+        ("transformers", "float32", "1.00x / 1.00x", "1.25x / 1.25x", "64"),
+        ("CTranslate2", "float32", "0.80x / 0.80x", "1.00x / 1.00x", "64"),
+        ("encdec", "bfloat16", "2.00x / 2.00x", "-", "64"),
+        ("encdec", "int8", "1.60x / 1.60x", "0.50x / 0.50x", "63/64"),
+        ("CTranslate2", "int8", "3.20x / 3.20x", "1.00x / 1.00x", "64")]
 
 
 def test_engines_convert_a_same_shape_bart_and_force_lengths(tmp_path):
