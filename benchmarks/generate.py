@@ -198,7 +198,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=48, help="sample test articles (real workload)")
     parser.add_argument("--synthetic", action="store_true", help="the synthetic table (and its floor) instead")
     parser.add_argument("--repeats", type=int, default=None, help="default: 1 (real), 3 (synthetic)")
-    parser.add_argument("--modes", default=",".join(MODES), help="synthetic modes")
+    parser.add_argument("--modes", default=",".join(MODES), help="modes to run")
+    parser.add_argument("--dtypes", default="float32,bfloat16,int8", help="real workload: serving dtypes to run")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--int8-candidates", default="", help="real workload: also int8 through these backends "
                         "of benchmarks/int8_candidates.py (torchao, onednn), beside encdec's torch.ao int8")
@@ -214,7 +215,8 @@ def main() -> None:
         return
     if not args.synthetic:
         real_workload.main(args.model, args.docs, args.threads, args.repeats or 1,
-                           [name for name in args.int8_candidates.split(",") if name])
+                           [name for name in args.int8_candidates.split(",") if name], args.modes.split(","),
+                           args.dtypes.split(","))
         return
     folder = model_folder()
     results: dict[tuple[str, str], list[dict]] = {}

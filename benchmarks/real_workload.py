@@ -287,12 +287,18 @@ def machine(threads: int) -> str:
             f"load average before: {os.getloadavg()[0]:.1f}")
 
 
-def main(model: str | None, docs: int, threads: int, repeats: int, int8_candidates: list[str] = ()) -> None:
-    """`int8_candidates` (int8_candidates.py) add int8 rows for other backends, next to encdec's."""
+def main(model: str | None, docs: int, threads: int, repeats: int, int8_candidates: list[str] = (),
+         modes: list[str] = tuple(MODES), dtypes: list[str] = ("float32", "bfloat16", "int8")) -> None:
+    """`int8_candidates` (int8_candidates.py) add int8 rows for other backends, next to encdec's;
+    `modes` and `dtypes` keep only those runs (transformers' fp32 run, the reference, always stays)."""
     folder = trained_model(model)
     print(machine(threads))
     runs = RUNS + [("encdec", mode, {"dtype": "int8", "int8_backend": name})
                    for name in int8_candidates for mode in MODES]
+    runs = [(library, mode, extra) for library, mode, extra in runs if mode in modes
+            and (extra.get("dtype", "float32") in dtypes or (library == "transformers" and not extra))]
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        print(f"ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}: oneDNN kept to these instructions")
     results = run_all(folder, docs, threads, repeats, runs)
     print(table(results, rouge_scores(results, folder, docs)))
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
