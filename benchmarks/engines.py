@@ -35,10 +35,12 @@ from pathlib import Path
 import torch
 
 MODES = {"greedy": 1, "beam4": 4}  # num_beams
-# (engine, dtype): bert2bert in encdec and transformers, the same-shape BART in transformers and CTranslate2
-RUNS = [("encdec", "float32"), ("transformers", "float32"), ("transformers BART", "float32"),
-        ("CTranslate2", "float32"), ("encdec", "bfloat16"), ("transformers", "bfloat16"),
-        ("encdec", "int8"), ("CTranslate2", "int8")]
+# (engine, dtype): bert2bert in encdec and transformers, the same-shape BART in transformers and CTranslate2;
+# encdec greedy also without copy-speculation (its default), which random weights give little to accept
+NO_SPECULATION = "encdec (no speculation)"
+RUNS = [("encdec", "float32"), (NO_SPECULATION, "float32"), ("transformers", "float32"),
+        ("transformers BART", "float32"), ("CTranslate2", "float32"), ("encdec", "bfloat16"),
+        ("transformers", "bfloat16"), ("encdec", "int8"), ("CTranslate2", "int8")]
 TINY = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128, vocab_size=1000,
             max_position_embeddings=128)
 START, EOS, PAD = 101, 102, 0
@@ -123,7 +125,7 @@ def forced(num_beams: int, new_tokens: int) -> dict:
 
 def torch_model(engine: str, dtype: str, folder: str, bart: str):
     """encdec's bert2bert (int8 through its serving path), or transformers' bert2bert or BART."""
-    if engine == "encdec":
+    if engine.startswith("encdec"):
         import encdec
 
         model = encdec.EncoderDecoderModel.from_pretrained(folder).eval()
@@ -161,10 +163,11 @@ def worker(engine: str, dtype: str, mode: str, folder: str, bart: str, ct2: str,
         torch.set_num_threads(threads)
         model = torch_model(engine, dtype, folder, bart)
         tokens = ids
+        extra = {"speculative": False} if engine == NO_SPECULATION else {}
 
         def call(rows, n):
             with torch.no_grad():
-                out = model.generate(rows, attention_mask=torch.ones_like(rows), **forced(num_beams, n))
+                out = model.generate(rows, attention_mask=torch.ones_like(rows), **forced(num_beams, n), **extra)
             return [out.shape[1] - 1] * out.shape[0]  # after the start token
     call(tokens[:2], 2)
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -240,6 +243,8 @@ def main() -> None:
     results = {}
     for mode in args.modes.split(","):
         for engine, dtype in RUNS:
+            if engine == NO_SPECULATION and mode != "greedy":
+                continue
             numbers = [str(n) for n in (args.batch, args.source, args.new_tokens, args.threads)]
             result = run(["--worker", engine, dtype, mode, folder, bart, ct2, *numbers])
             print(json.dumps(result), file=sys.stderr)

@@ -151,7 +151,7 @@ def test_engines_convert_a_same_shape_bart_and_force_lengths(tmp_path):
     spec = json.loads((Path(ct2) / "config.json").read_text())
     assert spec["decoder_start_token"] == "[CLS]" and spec["eos_token"] == "[SEP]"
     for engine, dtype in [("CTranslate2", "float32"), ("CTranslate2", "int8"), ("encdec", "int8"),
-                          ("transformers BART", "float32")]:
+                          (engines.NO_SPECULATION, "float32"), ("transformers BART", "float32")]:
         for mode in ("greedy", "beam4"):
             run = engines.worker(engine, dtype, mode, folder, bart, ct2, batch=2, source=12, new_tokens=5, threads=1)
             assert run["new_tokens"] == [5] and run["tokens_per_s"] > 0, (engine, dtype, mode, run)
