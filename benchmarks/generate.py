@@ -1,15 +1,17 @@
 """Generation speed and memory, encdec against transformers on the same weights, in two tables.
 
-    python benchmarks/generate.py [--model DIR] [--docs 48] [--repeats 1] [--threads 2]
+    python benchmarks/generate.py [--model DIR] [--docs 48] [--repeats 1] [--threads 2] [--int8-candidates torchao]
     python benchmarks/generate.py --synthetic [--repeats 3] [--modes greedy,beam4]
 
 Real workload (the default): the quickstart's fine-tuned MiniLM bert2bert (`--model DIR`, or trained
 once with `python train.py` into a cache folder), the first `--docs` articles of the sample test
 split, sorted by length into batches of 16, natural stopping at EOS. Greedy search (max_length 142)
 and the CNN/DailyMail beam settings (beam 4, min_length 56, max_length 142, length_penalty 2.0,
-no_repeat_ngram_size 3, early_stopping). Both libraries get the same batches; each (library, mode)
-runs in a fresh process. The table gives docs/s and generated tokens/s (up to and with each EOS),
-how many outputs equal transformers', the peak RSS over the timed calls, and the time split:
+no_repeat_ngram_size 3, early_stopping). Both libraries get the same batches, in every serving
+dtype: fp32 (exact), bf16 (both libraries), int8 (encdec); each (library, mode, dtype) runs in a
+fresh process, and each row gives its ROUGE change against fp32 (benchmarks/real_workload.py).
+The table gives docs/s and generated tokens/s (up to and with each EOS), how many outputs equal
+the exact fp32 ones, the peak RSS over the timed calls, and the time split:
 encoder, decoder steps (the decoder and its vocabulary projection) and everything else (search,
 bookkeeping). encdec greedy runs with copy-speculative decoding (its default) and without; the
 "flips" column counts documents where the two differ (near-ties decided differently by the
@@ -196,8 +198,11 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=48, help="sample test articles (real workload)")
     parser.add_argument("--synthetic", action="store_true", help="the synthetic table (and its floor) instead")
     parser.add_argument("--repeats", type=int, default=None, help="default: 1 (real), 3 (synthetic)")
-    parser.add_argument("--modes", default=",".join(MODES), help="synthetic modes")
+    parser.add_argument("--modes", default=",".join(MODES), help="modes to run")
+    parser.add_argument("--dtypes", default="float32,bfloat16,int8", help="real workload: serving dtypes to run")
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--int8-candidates", default="", help="real workload: also int8 through these backends "
+                        "of benchmarks/int8_candidates.py (torchao, onednn), beside encdec's torch.ao int8")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--real-worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,7 +214,9 @@ def main() -> None:
         print(json.dumps(real_workload.worker(library, mode, extra, folder, int(docs), int(threads))))
         return
     if not args.synthetic:
-        real_workload.main(args.model, args.docs, args.threads, args.repeats or 1)
+        real_workload.main(args.model, args.docs, args.threads, args.repeats or 1,
+                           [name for name in args.int8_candidates.split(",") if name], args.modes.split(","),
+                           args.dtypes.split(","))
         return
     folder = model_folder()
     results: dict[tuple[str, str], list[dict]] = {}

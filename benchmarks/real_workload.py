@@ -1,9 +1,17 @@
 """The real generation workload of benchmarks/generate.py: a fine-tuned model, sample test
-articles in length-sorted batches, natural stopping; one (library, mode) per fresh process."""
+articles in length-sorted batches, natural stopping; one (library, mode, dtype) per fresh process.
+
+Every serving dtype side by side in one run: fp32 (exact, the default), bf16 in both libraries,
+encdec's int8. Each row gives docs/s, the ratio to transformers in the same dtype, how many
+summaries equal the exact fp32 ones and the ROUGE change against fp32; the CPU model and its bf16
+matrix units are printed beside the table, since bf16 speed depends on them.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -19,11 +27,13 @@ MODES = {
     "beam4": dict(num_beams=4, min_length=56, max_length=142, length_penalty=2.0, no_repeat_ngram_size=3,
                   early_stopping=True),
 }
-# (library, mode, extra generate kwargs): encdec greedy with and without copy-speculation; "dtype":
-# "int8" loads encdec's opt-in int8 serving model instead (not exact: its ROUGE is reported).
+FP32 = "{}"  # the `extra` of the exact runs
+# (library, mode, extra generate kwargs): encdec greedy with and without copy-speculation; "dtype"
+# serves in bfloat16 (both libraries) or as encdec's opt-in int8 model (not exact: ROUGE is reported).
 RUNS = [("encdec", "greedy", {}), ("encdec", "greedy", {"speculative": False}), ("transformers", "greedy", {}),
-        ("encdec", "beam4", {}), ("transformers", "beam4", {}),
-        ("encdec", "greedy", {"dtype": "int8"}), ("encdec", "beam4", {"dtype": "int8"})]
+        ("encdec", "beam4", {}), ("transformers", "beam4", {})]
+RUNS += [(library, mode, {"dtype": "bfloat16"}) for mode in MODES for library in ("encdec", "transformers")]
+RUNS += [("encdec", mode, {"dtype": "int8"}) for mode in MODES]
 
 
 def trained_model(folder: str | None) -> str:
@@ -122,16 +132,31 @@ def generated(out: torch.Tensor, eos: int) -> list[list[int]]:
     return rows
 
 
-def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads: int) -> dict:
-    from generate import load, peak_rss_mib, reset_peak_rss
+def serving_model(library: str, folder: str, dtype: str, backend: str | None = None):
+    """The model as served in `dtype`: float32 as loaded, bfloat16 cast (both libraries), int8
+    through encdec's serving path, or through another int8 `backend` (int8_candidates.py)."""
+    from generate import load
 
-    torch.set_num_threads(threads)
     model = load(library, folder)
-    kwargs = dict(MODES[mode], **json.loads(extra))
-    if kwargs.pop("dtype", None) == "int8":
+    if dtype == "bfloat16":
+        return model.to(torch.bfloat16)
+    if dtype == "int8" and backend:
+        from int8_candidates import CANDIDATES
+
+        return CANDIDATES[backend](model)
+    if dtype == "int8":
         from encdec.serving.int8 import quantize_int8
 
-        model = quantize_int8(model)
+        return quantize_int8(model)
+    return model
+
+
+def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads: int) -> dict:
+    from generate import peak_rss_mib, reset_peak_rss
+
+    torch.set_num_threads(threads)
+    kwargs = dict(MODES[mode], **json.loads(extra))
+    model = serving_model(library, folder, kwargs.pop("dtype", "float32"), kwargs.pop("int8_backend", None))
     work = batches(folder, docs)
     eos = model.config.eos_token_id
     with torch.no_grad():
@@ -152,11 +177,11 @@ def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads:
                 tokens=sum(map(len, outputs)), peak_rss_mib=peak_rss_mib(), split=split, outputs=outputs)
 
 
-def run_all(folder: str, docs: int, threads: int, repeats: int) -> dict[tuple, dict]:
+def run_all(folder: str, docs: int, threads: int, repeats: int, runs: list | None = None) -> dict[tuple, dict]:
     """Every run of RUNS, `repeats` times, alternating; the fastest repeat of each is kept."""
     results: dict[tuple, dict] = {}
     for _ in range(repeats):
-        for library, mode, extra in RUNS:
+        for library, mode, extra in runs or RUNS:
             cmd = [sys.executable, str(Path(__file__).with_name("generate.py")), "--real-worker", library, mode,
                    json.dumps(extra), folder, str(docs), str(threads)]
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -170,29 +195,55 @@ def run_all(folder: str, docs: int, threads: int, repeats: int) -> dict[tuple, d
     return results
 
 
+def dtype_of(extra: str) -> str:
+    return json.loads(extra).get("dtype", "float32")
+
+
+def same_dtype_reference(results: dict[tuple, dict], mode: str, dtype: str) -> tuple[dict, str]:
+    """transformers' run of the mode in the same dtype, or its fp32 run where it has none (int8),
+    with a note saying which."""
+    same = results.get(("transformers", mode, FP32 if dtype == "float32" else json.dumps({"dtype": dtype})))
+    return (same, "") if same else (results["transformers", mode, FP32], " (fp32)")
+
+
 def split_text(run: dict) -> str:
     s, total = run["split"], run["seconds"]
     other = total - s["encoder"] - s["decoder"]
     return f"{s['encoder'] / total:.0%} / {s['decoder'] / total:.0%} / {other / total:.0%}"
 
 
-def table(results: dict[tuple, dict]) -> str:
+def rouge_text(scores: dict[str, float]) -> str:
+    return "/".join(f"{scores[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL"))
+
+
+def table(results: dict[tuple, dict], rouge: dict[tuple, dict[str, float]] | None = None) -> str:
+    """One row per (mode, dtype, library): speed against transformers in the same dtype, summaries
+    equal to the exact fp32 ones (transformers' fp32 run of the mode), and, with `rouge` (ROUGE
+    F1 x100 per run), the scores and their change against that fp32 run."""
     from generate import markdown
 
-    header = ["mode", "library", "s", "docs/s", "gen tokens/s", "vs transformers", "CPU s (vs transformers)",
-              "same as transformers",
-              "peak RSS MiB", "time: encoder / decoder steps / other"]
+    header = ["mode", "dtype", "library", "s", "docs/s", "gen tokens/s", "vs transformers, same dtype",
+              "CPU s (vs transformers)", "same as fp32", "ROUGE-1/2/L", "change vs fp32", "peak RSS MiB",
+              "time: encoder / decoder steps / other"]
     rows = []
     for (library, mode, extra), run in results.items():
-        ref = results["transformers", mode, "{}"]
-        same = sum(a == b for a, b in zip(run["outputs"], ref["outputs"]))
-        name = (library + (" (no speculation)" if "speculative" in extra else "")
-                + (" int8, not exact" if "int8" in extra else ""))
-        rows.append([mode, name, f"{run['seconds']:.2f}", f"{run['docs'] / run['seconds']:.2f}",
-                     f"{run['tokens'] / run['seconds']:.0f}", f"{ref['seconds'] / run['seconds']:.2f}x",
-                     f"{run['cpu_s']:.2f} ({ref['cpu_s'] / run['cpu_s']:.2f}x)",
-                     f"{same}/{run['docs']}", f"{run['peak_rss_mib']:.0f}", split_text(run)])
-    spec, plain = results.get(("encdec", "greedy", "{}")), results.get(("encdec", "greedy", '{"speculative": false}'))
+        dtype = dtype_of(extra)
+        exact = results["transformers", mode, FP32]
+        ref, note = same_dtype_reference(results, mode, dtype)
+        same = sum(a == b for a, b in zip(run["outputs"], exact["outputs"]))
+        backend = json.loads(extra).get("int8_backend")
+        name = library + (" (no speculation)" if "speculative" in extra else "") + (f" [{backend}]" if backend else "")
+        scores, change = "", ""
+        if rouge:
+            mine, base = rouge[library, mode, extra], rouge["transformers", mode, FP32]
+            scores = rouge_text(mine)
+            change = "/".join(f"{mine[k] - base[k]:+.2f}" for k in ("rouge1", "rouge2", "rougeL"))
+        rows.append([mode, dtype + ("" if dtype == "float32" else ", not exact"), name, f"{run['seconds']:.2f}",
+                     f"{run['docs'] / run['seconds']:.2f}", f"{run['tokens'] / run['seconds']:.0f}",
+                     f"{ref['seconds'] / run['seconds']:.2f}x{note}",
+                     f"{run['cpu_s']:.2f} ({ref['cpu_s'] / run['cpu_s']:.2f}x)", f"{same}/{run['docs']}",
+                     scores, change, f"{run['peak_rss_mib']:.0f}", split_text(run)])
+    spec, plain = results.get(("encdec", "greedy", FP32)), results.get(("encdec", "greedy", '{"speculative": false}'))
     text = markdown(header, rows)
     if spec and plain:
         flips = sum(a != b for a, b in zip(spec["outputs"], plain["outputs"]))
@@ -200,23 +251,54 @@ def table(results: dict[tuple, dict]) -> str:
     return text
 
 
-def int8_rouge(results: dict[tuple, dict], folder: str, docs: int) -> str:
-    """ROUGE F1 against the references of encdec fp32 and int8, per mode: what int8 costs."""
-    lines = []
-    for mode in MODES:
-        fp32, int8 = results.get(("encdec", mode, "{}")), results.get(("encdec", mode, '{"dtype": "int8"}'))
-        if fp32 and int8:
-            a, b = rouge_of(folder, docs, fp32["outputs"]), rouge_of(folder, docs, int8["outputs"])
-            lines.append(f"{mode}: ROUGE-1/2/L fp32 {a['rouge1']:.2f}/{a['rouge2']:.2f}/{a['rougeL']:.2f}, "
-                         f"int8 {b['rouge1']:.2f}/{b['rouge2']:.2f}/{b['rougeL']:.2f}; "
-                         f"{sum(x != y for x, y in zip(fp32['outputs'], int8['outputs']))} of {fp32['docs']} "
-                         "summaries differ")
-    return "\n".join(lines)
+def rouge_scores(results: dict[tuple, dict], folder: str, docs: int) -> dict[tuple, dict[str, float]]:
+    """ROUGE-1/2/L F1 (x100) of every run's summaries against the reference highlights."""
+    return {key: rouge_of(folder, docs, run["outputs"]) for key, run in results.items()}
 
 
-def main(model: str | None, docs: int, threads: int, repeats: int) -> None:
+def cpu_model() -> str:
+    """The CPU's model name (lscpu's "Model name", from /proc/cpuinfo), else the platform's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.split(":")[0].strip() == "model name":
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(threads: int) -> str:
+    """The line printed beside every table: CPU model, its bf16 matrix units (what bf16 speed
+    depends on), library versions, threads and the load before the run."""
+    from encdec.serving.devices import cpu_flags
+
+    flags = cpu_flags() or set()
+    units = ", ".join(f"{name}: {'yes' if flag in flags else 'no'}"
+                      for name, flag in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16"), ("AVX-512", "avx512f")))
+    versions = f"torch {torch.__version__}"
+    try:
+        from importlib.metadata import version
+
+        versions += f", transformers {version('transformers')}"
+    except Exception:  # transformers is only needed for its rows
+        pass
+    return (f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; {units}; {versions}; {threads} threads; "
+            f"load average before: {os.getloadavg()[0]:.1f}")
+
+
+def main(model: str | None, docs: int, threads: int, repeats: int, int8_candidates: list[str] = (),
+         modes: list[str] = tuple(MODES), dtypes: list[str] = ("float32", "bfloat16", "int8")) -> None:
+    """`int8_candidates` (int8_candidates.py) add int8 rows for other backends, next to encdec's;
+    `modes` and `dtypes` keep only those runs (transformers' fp32 run, the reference, always stays)."""
     folder = trained_model(model)
-    results = run_all(folder, docs, threads, repeats)
-    print(table(results))
-    print("\n" + int8_rouge(results, folder, docs))
-
+    print(machine(threads))
+    runs = RUNS + [("encdec", mode, {"dtype": "int8", "int8_backend": name})
+                   for name in int8_candidates for mode in MODES]
+    runs = [(library, mode, extra) for library, mode, extra in runs if mode in modes
+            and (extra.get("dtype", "float32") in dtypes or (library == "transformers" and not extra))]
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        print(f"ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}: oneDNN kept to these instructions")
+    results = run_all(folder, docs, threads, repeats, runs)
+    print(table(results, rouge_scores(results, folder, docs)))
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import BinaryIO
 
 from encdec.apps.run_command import add_run_parser
@@ -99,9 +100,12 @@ def run_summarize(args: argparse.Namespace) -> int:
     try:
         check_device(args.device, "--device")
         documents = read_documents(args.files, sys.stdin.buffer)
-        summarizer = load_summarizer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. bf16 on a CPU without bf16 units
+            summarizer = load_summarizer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     except Exception as exc:  # bad path, files, device, dtype or checkpoint
         return fail(exc)
+    for warning in caught:
+        print(f"encdec: warning: {warning.message}", file=sys.stderr)
     bar = Progress(len(documents), 0) if len(documents) > args.batch_size else None
     try:
         summaries = summarizer(documents, progress=bar and (lambda done, total: bar.update(done - bar.count)),

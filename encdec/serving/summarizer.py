@@ -17,7 +17,7 @@ import torch
 
 from encdec.checkpoints.resolve import resolve_model_folder
 from encdec.model import EncoderDecoderModel
-from encdec.serving.devices import DTYPE_NAMES, check_device
+from encdec.serving.devices import DTYPE_NAMES, check_device, warn_if_slow_cpu_bf16
 from encdec.serving.int8 import quantize_int8
 from encdec.tokenization.tokenizer import Tokenizer, load_tokenizer
 
@@ -53,6 +53,8 @@ class Summarizer:
         elif device is not None or dtype is not None:
             model = model.to(device=device, dtype=parse_dtype(dtype))
         self.model = model.eval()
+        if dtype != "int8" and parse_dtype(dtype) == torch.bfloat16 and self.device.type == "cpu":
+            warn_if_slow_cpu_bf16()  # chosen, not guessed: bf16 is fast only with bf16 matrix units
         self.encoder_tokenizer = encoder_tokenizer
         self.decoder_tokenizer = decoder_tokenizer or encoder_tokenizer
         self.batch_size = batch_size

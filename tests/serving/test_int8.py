@@ -69,3 +69,15 @@ def test_evaluate_int8(folder, expected, tmp_path):  # noqa: F811
     assert evaluate(folder, tmp_path / "int8", "dtype=int8", "batch_size=1") == expected
     with pytest.raises(Exception, match=r"dtype=int9: use float32, bfloat16, float16, or int8"):
         evaluate(folder, tmp_path / "bad", "dtype=int9")
+
+
+def test_int8_on_a_pytorch_without_torch_ao_is_one_line(folder, monkeypatch, capsys, tmp_path):  # noqa: F811
+    """torch.ao dynamic quantisation is deprecated: where PyTorch has removed it, dtype=int8 is one
+    error line naming what still works, not an ImportError from deep inside."""
+    monkeypatch.delattr(torch.ao.quantization, "quantize_dynamic")
+    with pytest.raises(ValueError, match=r"dtype=int8 needs torch.ao dynamic quantisation.*float32 \(exact\)"):
+        Summarizer.from_pretrained(folder, dtype="int8")
+    (tmp_path / "docs.txt").write_text(DOCS[0] + "\n")
+    assert cli_main(["summarize", "--model", str(folder), "--dtype", "int8", str(tmp_path / "docs.txt")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("encdec: error: dtype=int8 needs torch.ao dynamic quantisation")
