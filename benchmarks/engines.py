@@ -188,7 +188,7 @@ def table(results: dict[tuple[str, str, str], dict]) -> str:
     """One row per (mode, engine, dtype): tokens/s, the ratio to transformers' fp32 bert2bert and
     to CTranslate2 in the same dtype ("-" where it has none), by wall time and by process CPU time
     (steadier on a shared machine), and the new tokens produced (the forced length)."""
-    from generate import markdown
+    from bench_common import markdown
 
     def ratio(r: dict, base: dict | None) -> str:
         if base is None:
@@ -224,7 +224,7 @@ def main() -> None:
     if args.prepare:  # in its own process too, like every engine
         print(json.dumps(convert_bart(shapes(args.prepare[0]), Path(args.prepare[1]))))
         return
-    from real_workload import machine
+    from bench_common import machine
 
     work = Path(tempfile.gettempdir()) / "encdec-bench-engines"
     if args.tiny:

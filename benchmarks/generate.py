@@ -34,6 +34,7 @@ import time
 
 import real_workload
 import torch
+from bench_common import load, markdown, peak_rss_mib, reset_peak_rss
 
 THREADS = 2
 BATCH, SRC_LEN, NEW_TOKENS = 8, 512, 64
@@ -70,28 +71,6 @@ def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-
-def reset_peak_rss() -> None:
-    """Linux: restart the high-water mark (VmHWM) at the current RSS."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
-def load(library: str, folder: str):
-    if library == "encdec":
-        import encdec
-
-        return encdec.EncoderDecoderModel.from_pretrained(folder).eval()
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    return transformers.EncoderDecoderModel.from_pretrained(folder).eval()
 
 
 def floor_parts(model, inputs: dict[str, torch.Tensor], rows: int) -> dict:
@@ -158,10 +137,6 @@ def best(runs: list[dict]) -> dict:
 def memory(run: dict) -> str:
     return f"{run['peak_rss_mib']:.0f} ({run['growth_mib']:.0f})"
 
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def pairs(results: dict[tuple[str, str], dict]) -> list[tuple[str, dict, dict]]:

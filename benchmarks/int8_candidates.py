@@ -146,8 +146,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from generate import markdown
-    from real_workload import machine
+    from bench_common import machine, markdown
 
     rows, names = [], []
     for m, k, n in SHAPES:

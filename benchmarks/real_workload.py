@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_common import cpu_model, machine  # noqa: F401 (cpu_model re-exported for its tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 16
@@ -135,7 +135,7 @@ def generated(out: torch.Tensor, eos: int) -> list[list[int]]:
 def serving_model(library: str, folder: str, dtype: str, backend: str | None = None):
     """The model as served in `dtype`: float32 as loaded, bfloat16 cast (both libraries), int8
     through encdec's serving path, or through another int8 `backend` (int8_candidates.py)."""
-    from generate import load
+    from bench_common import load
 
     model = load(library, folder)
     if dtype == "bfloat16":
@@ -152,7 +152,7 @@ def serving_model(library: str, folder: str, dtype: str, backend: str | None = N
 
 
 def worker(library: str, mode: str, extra: str, folder: str, docs: int, threads: int) -> dict:
-    from generate import peak_rss_mib, reset_peak_rss
+    from bench_common import peak_rss_mib, reset_peak_rss
 
     torch.set_num_threads(threads)
     kwargs = dict(MODES[mode], **json.loads(extra))
@@ -220,7 +220,7 @@ def table(results: dict[tuple, dict], rouge: dict[tuple, dict[str, float]] | Non
     """One row per (mode, dtype, library): speed against transformers in the same dtype, summaries
     equal to the exact fp32 ones (transformers' fp32 run of the mode), and, with `rouge` (ROUGE
     F1 x100 per run), the scores and their change against that fp32 run."""
-    from generate import markdown
+    from bench_common import markdown
 
     header = ["mode", "dtype", "library", "s", "docs/s", "gen tokens/s", "vs transformers, same dtype",
               "CPU s (vs transformers)", "same as fp32", "ROUGE-1/2/L", "change vs fp32", "peak RSS MiB",
@@ -255,36 +255,6 @@ def rouge_scores(results: dict[tuple, dict], folder: str, docs: int) -> dict[tup
     """ROUGE-1/2/L F1 (x100) of every run's summaries against the reference highlights."""
     return {key: rouge_of(folder, docs, run["outputs"]) for key, run in results.items()}
 
-
-def cpu_model() -> str:
-    """The CPU's model name (lscpu's "Model name", from /proc/cpuinfo), else the platform's."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.split(":")[0].strip() == "model name":
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(threads: int) -> str:
-    """The line printed beside every table: CPU model, its bf16 matrix units (what bf16 speed
-    depends on), library versions, threads and the load before the run."""
-    from encdec.serving.devices import cpu_flags
-
-    flags = cpu_flags() or set()
-    units = ", ".join(f"{name}: {'yes' if flag in flags else 'no'}"
-                      for name, flag in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16"), ("AVX-512", "avx512f")))
-    versions = f"torch {torch.__version__}"
-    try:
-        from importlib.metadata import version
-
-        versions += f", transformers {version('transformers')}"
-    except Exception:  # transformers is only needed for its rows
-        pass
-    return (f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; {units}; {versions}; {threads} threads; "
-            f"load average before: {os.getloadavg()[0]:.1f}")
 
 
 def main(model: str | None, docs: int, threads: int, repeats: int, int8_candidates: list[str] = (),
