@@ -192,25 +192,15 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
                 output_hidden_states=output_hidden_states, labels=labels, cache_position=cache_position,
             )
             return out if return_dict else out.to_tuple()
-        if labels is not None and not return_logits and not (self.config.encoder.packable
-                                                              and self.config.decoder.packable):
-            out = self._padded_loss(input_ids, attention_mask, token_type_ids, encoder_outputs,
-                                    decoder_input_ids, decoder_attention_mask, labels, label_smoothing)
-            return out if return_dict else out.to_tuple()
         if labels is not None and not return_logits:
-            out = self._packed_loss(
+            packable = self.config.encoder.packable and self.config.decoder.packable
+            out = (self._packed_loss if packable else self._padded_loss)(
                 input_ids, attention_mask, token_type_ids, encoder_outputs,
                 decoder_input_ids, decoder_attention_mask, labels, label_smoothing,
             )
             return out if return_dict else out.to_tuple()
-        encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids) if encoder_outputs is None \
-            else hidden_of(encoder_outputs)
-        memory = self.memory(encoder_hidden)
-        hidden = self.decoder(
-            decoder_input_ids, decoder_attention_mask,
-            memory_kv=self.decoder.cross_kv(memory),
-            memory_mask=padding_mask(attention_mask),
-        )
+        encoder_hidden, hidden = self._decode(input_ids, attention_mask, token_type_ids, encoder_outputs,
+                                              decoder_input_ids, decoder_attention_mask)
         logits = self.decoder.logits(hidden)
         loss = None
         if labels is not None:
@@ -253,15 +243,22 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
             encoder_hidden = source.unpack(packed_source)
         return Seq2SeqLMOutput(loss=loss, encoder_last_hidden_state=encoder_hidden)
 
-    def _padded_loss(self, input_ids, attention_mask, token_type_ids, encoder_outputs, decoder_input_ids,
-                     decoder_attention_mask, labels, label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
-        """The training fast path for models that cannot run packed (soft-capped scores, sliding
-        windows, merged cross-attention): the padded forward, projecting only labelled positions."""
+    def _decode(self, input_ids, attention_mask, token_type_ids, encoder_outputs, decoder_input_ids,
+                decoder_attention_mask) -> tuple[Tensor, Tensor]:
+        """(encoder hidden states, decoder hidden states) of a padded batch: the SDPA path."""
         encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids) if encoder_outputs is None \
             else hidden_of(encoder_outputs)
         hidden = self.decoder(decoder_input_ids, decoder_attention_mask,
                               memory_kv=self.decoder.cross_kv(self.memory(encoder_hidden)),
                               memory_mask=padding_mask(attention_mask))
+        return encoder_hidden, hidden
+
+    def _padded_loss(self, input_ids, attention_mask, token_type_ids, encoder_outputs, decoder_input_ids,
+                     decoder_attention_mask, labels, label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
+        """The training fast path for models that cannot run packed (soft-capped scores, sliding
+        windows, merged cross-attention): the padded forward, projecting only labelled positions."""
+        encoder_hidden, hidden = self._decode(input_ids, attention_mask, token_type_ids, encoder_outputs,
+                                              decoder_input_ids, decoder_attention_mask)
         loss = self.labelled_loss(hidden, labels, label_smoothing)
         return Seq2SeqLMOutput(loss=loss, encoder_last_hidden_state=encoder_hidden)
 

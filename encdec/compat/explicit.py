@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from encdec.nn.attention import Attention, softcapped_attention
-from encdec.nn.masks import causal_mask, merged_mask, padding_mask, sliding_mask
+from encdec.nn.attention import Attention, attach_memory, repeat_kv, softcapped_attention
+from encdec.nn.masks import causal_mask, padding_mask
 from encdec.nn.rotary import Rope, layer_rope
 
 
@@ -61,8 +61,7 @@ class Trace:
 def eager_attention(attn: Attention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """(output (B, T, C), probabilities (B, H, T, S)), as transformers' eager attention: scores
     scaled (and soft-capped where the family does), a masked key gets the dtype's lowest value."""
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: each kv head serves a group of query heads
-        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    k, v = repeat_kv(k, v, q.shape[1])
     y, probs = softcapped_attention(q, k, v, mask, attn.dropout if attn.training else 0.0, False, attn.scale,
                                     attn.softcap)
     b, h, t, d = y.shape
@@ -91,23 +90,19 @@ def run_explicit(
         mask = causal_mask(attention_mask, t, past_length + t, x.device)
     else:
         mask = padding_mask(attention_mask)
-    window = sliding_mask(attention_mask, t, past_length + t, config.window, config.causal, x.device) \
-        if any(layer.sliding for layer in backbone.layers) else None
+    window = backbone.sliding_mask(attention_mask, x, past_length)
     all_hidden, self_probs, cross_probs = [], [], []
     for i, layer in enumerate(backbone.layers):
         all_hidden.append(x)
-        layer_mask = window if layer.sliding else mask
+        layer_mask = window[0] if layer.sliding else mask
 
         def self_fn(h: Tensor, layer=layer, i=i, layer_mask=layer_mask) -> Tensor:
             q, k, v = layer.self_attn.self_qkv(h, layer_rope(rope, layer.kind))
             if cache is not None:
                 k, v = cache.append(i, k, v)
-            seen = layer_mask
             if layer.merged and memory_kv is not None:
-                s_len = memory_kv[i][0].shape[2]
-                seen = merged_mask(layer_mask, memory_mask, s_len, q.shape[2], k.shape[2], q.shape[0])
-                k, v = torch.cat((memory_kv[i][0], k), dim=2), torch.cat((memory_kv[i][1], v), dim=2)
-            out, probs = eager_attention(layer.self_attn, q, k, v, seen)
+                k, v, layer_mask = attach_memory(k, v, layer_mask, memory_kv[i], memory_mask, q.shape[2])
+            out, probs = eager_attention(layer.self_attn, q, k, v, layer_mask)
             self_probs.append(probs)
             return out
 

@@ -125,12 +125,10 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.update(pos, k, v)
             if memory_kv is not None:
-                q_len, k_len = q.shape[2], k.shape[2]
                 if mask is None and causal:
-                    mask = causal_mask(None, q_len, k_len, x.device)
-                (mk, mv), memory_mask = _rows(memory_kv, memory_mask, k.shape[0])
-                k, v = torch.cat((mk, k), dim=2), torch.cat((mv, v), dim=2)
-                mask, causal = merged_mask(mask, memory_mask, mk.shape[2], q_len, k_len, x.shape[0]), False
+                    mask = causal_mask(None, q.shape[2], k.shape[2], x.device)
+                k, v, mask = attach_memory(k, v, mask, memory_kv, memory_mask, q.shape[2])
+                causal = False
         y = attend(q, k, v, mask, dropout=dropout, causal=causal and mask is None, scale=self.scale,
                    softcap=self.softcap)
         b, h, t, d = y.shape
@@ -143,16 +141,13 @@ class Attention(nn.Module):
             q, (k, v) = self.cross_query(x), memory_kv
         else:
             q, k, v = self.self_qkv(x, rope)
-        if self.kv_heads != self.heads:
-            k, v = (t.repeat_interleave(self.heads // self.kv_heads, dim=1) for t in (k, v))
-        if self.scale is not None:  # the packed kernels scale by 1/sqrt(D): fold the difference into q
-            q = q * (self.scale * self.head_dim ** 0.5)
-        return self.out(packed_attention(q, k, v, mask, dropout).flatten(1))
+        k, v = repeat_kv(k, v, self.heads)
+        return self.out(packed_attention(_rescaled(q, self.scale), k, v, mask, dropout).flatten(1))
 
 
 def _rows(memory_kv: tuple[Tensor, Tensor], memory_mask: Tensor | None,
           rows: int) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
-    """The encoder's keys, values and mask per decoder row (beams share a source's)."""
+    """Keys, values and mask with one copy per query row (beams share a source's)."""
     repeat = rows // memory_kv[0].shape[0]
     if repeat == 1:
         return memory_kv, memory_mask
@@ -160,6 +155,28 @@ def _rows(memory_kv: tuple[Tensor, Tensor], memory_mask: Tensor | None,
     if memory_mask is not None and memory_mask.shape[0] > 1:
         memory_mask = memory_mask.repeat_interleave(repeat, 0)
     return kv, memory_mask
+
+
+def attach_memory(k: Tensor, v: Tensor, mask: Tensor | None, memory_kv: tuple[Tensor, Tensor],
+                  memory_mask: Tensor | None, q_len: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Merged attention's keys, values and boolean mask: the encoder outputs (one copy per decoder
+    row), then the own keys k/v (B, KV, K, D) under `mask` (None: all visible)."""
+    (mk, mv), memory_mask = _rows(memory_kv, memory_mask, k.shape[0])
+    mask = merged_mask(mask, memory_mask, mk.shape[2], q_len, k.shape[2], k.shape[0])
+    return torch.cat((mk, k), dim=2), torch.cat((mv, v), dim=2), mask
+
+
+def repeat_kv(k: Tensor, v: Tensor, heads: int) -> tuple[Tensor, Tensor]:
+    """Grouped-query attention: each key/value head repeated for the query heads it serves (head
+    axis 1, padded (B, KV, S, D) or packed (N, KV, D))."""
+    if k.shape[1] == heads:
+        return k, v
+    return k.repeat_interleave(heads // k.shape[1], dim=1), v.repeat_interleave(heads // k.shape[1], dim=1)
+
+
+def _rescaled(q: Tensor, scale: float | None) -> Tensor:
+    """SDPA and the packed kernels scale scores by 1/sqrt(D): a family's own scale goes into q."""
+    return q if scale is None else q * (scale * q.shape[-1] ** 0.5)
 
 
 def _norm(norm: nn.Module | None, x: Tensor) -> Tensor:
@@ -170,17 +187,11 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, dropout: flo
            scale: float | None = None, softcap: float | None = None) -> Tensor:
     """q (B, H, T, D), k/v (B' | B, KV, S, D) -> (B, H, T, D). Key/value heads are shared by groups
     of query heads; soft-capped scores (Gemma 2) take the explicit path, the rest SDPA."""
-    if k.shape[1] != q.shape[1]:
-        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    k, v = repeat_kv(k, v, q.shape[1])
     if softcap is not None:
-        if k.shape[0] != q.shape[0]:  # beams share their source's keys: one copy per row here
-            repeat = q.shape[0] // k.shape[0]
-            k, v = k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)
-            mask = mask.repeat_interleave(repeat, 0) if mask is not None and mask.shape[0] > 1 else mask
+        (k, v), mask = _rows((k, v), mask, q.shape[0])  # beams share their source's keys: a copy per row
         return softcapped_attention(q, k, v, mask, dropout, causal, scale, softcap)[0]
-    if scale is not None:  # every kernel below scales by 1/sqrt(D): fold the difference into q
-        q = q * (scale * q.shape[-1] ** 0.5)
-    return _attend(q, k, v, mask, dropout, causal)
+    return _attend(_rescaled(q, scale), k, v, mask, dropout, causal)
 
 
 def softcapped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, causal: bool,
