@@ -296,3 +296,31 @@ def reference_modernbert(name: str = "published", masked_lm: bool = False, seed:
         for key, p in model.named_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if "norm.weight" in key else 0.0))
     return model
+
+# ModernBERT decoders (Ettin): ModernBERT's tiny shape, causal; local layers see the `local_attention // 2` = 2
+# newest keys, fewer than the 14-token batches hold. "biased" turns on every bias the family can have, a head
+# activation unlike the layers' (silu) and an untied vocabulary projection; "published" keeps transformers'
+# defaults (tied, with a vocabulary bias), as Ettin's are.
+TINY_MODERNBERT_DECODERS = {
+    "published": _MODERNBERT,
+    "biased": dict(_MODERNBERT, norm_bias=True, attention_bias=True, mlp_bias=True, classifier_bias=True,
+                   classifier_activation="silu", tie_word_embeddings=False),
+}
+
+
+def reference_modernbert_decoder(name: str = "published", head: bool = True, seed: int = 0, std: float = 0.3,
+                                 **overrides):
+    """transformers' tiny ModernBertDecoderForCausalLM (or ModernBertDecoderModel) with spread weights, norms
+    around 1 and biases around 0 (so that each matters), eager attention, eval mode."""
+    import transformers
+
+    config = transformers.ModernBertDecoderConfig(**{**TINY_MODERNBERT_DECODERS[name], **overrides})
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    cls = transformers.ModernBertDecoderForCausalLM if head else transformers.ModernBertDecoderModel
+    model = cls(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if "norm.weight" in key else 0.0))
+    return model

@@ -24,7 +24,7 @@ _DERIVED_SUFFIXES = (
     "position_ids", "embeddings.token_type_ids", "attn.bias", "attn.masked_bias",
     "crossattention.bias", "crossattention.masked_bias",
     "cls.predictions.decoder.weight", "lm_head.decoder.weight", "lm_head.weight", "generator_lm_head.weight",
-    "lm_head.out_proj.weight",
+    "lm_head.out_proj.weight", "decoder.weight",
 )
 
 
@@ -128,15 +128,21 @@ def _llama_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
     if sandwich:
         rules += norm_rule(config, o + "self_attn_post_norm", h + "post_attention_layernorm")
         rules += norm_rule(config, o + "mlp_post_norm", h + "post_feedforward_layernorm")
-    if config.add_cross_attention and config.cross_attention_kind != "merged":
-        # encdec's own names: these LMs have no cross-attention in transformers
-        rules += _attention_rules(config, o + "cross_attn", h + "cross_attn", ("q_proj", "k_proj", "v_proj"),
-                                  cross=True)
-        rules += norm_rule(config, o + "cross_attn_norm", h + "cross_attn_layernorm")
-        if sandwich:
-            rules += norm_rule(config, o + "cross_attn_post_norm", h + "post_cross_attn_layernorm")
-        if config.cross_attention_kind == "gated":
-            rules.append(Rule(o + "cross_attn_gate", (h + "cross_attn_gate",)))
+    return rules + _added_cross_attention(config, o, h, "o_proj", "cross_attn_layernorm")
+
+
+def _added_cross_attention(config: BackboneConfig, o: str, h: str, out: str, norm: str) -> list[Rule]:
+    """The cross-attention encdec adds to a decoder-only LM, under encdec's own names in the family's
+    style (these LMs have none in transformers): q/k/v and `out` projections, `norm`, the gate."""
+    if not config.add_cross_attention or config.cross_attention_kind == "merged":
+        return []
+    rules = _attention_rules(config, o + "cross_attn", h + "cross_attn", ("q_proj", "k_proj", "v_proj"),
+                             cross=True, out=out)
+    rules += norm_rule(config, o + "cross_attn_norm", h + norm)
+    if config.family.sandwich_norm:
+        rules += norm_rule(config, o + "cross_attn_post_norm", h + "post_cross_attn_layernorm")
+    if config.cross_attention_kind == "gated":
+        rules.append(Rule(o + "cross_attn_gate", (h + "cross_attn_gate",)))
     return rules
 
 
@@ -175,8 +181,23 @@ def _modernbert_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
     return rules
 
 
+def _modernbert_decoder_layer(i: int, p: str, config: BackboneConfig) -> list[Rule]:
+    """ModernBERT's decoder layers: ModernBERT's, with q/k/v projected apart; layer 0 has no attn_norm."""
+    h, o = f"{p}layers.{i}.", f"layers.{i}."
+    mlp_bias = bool(config.mlp_bias)
+    rules = [
+        *_attention_rules(config, o + "self_attn", h + "attn", ("q_proj", "k_proj", "v_proj"), out="Wo"),
+        *norm_rule(config, o + "mlp_norm", h + "mlp_norm"),
+        *linear_rule(o + "mlp.fc_in", h + "mlp.Wi", bias=mlp_bias),
+        *linear_rule(o + "mlp.fc_out", h + "mlp.Wo", bias=mlp_bias),
+    ]
+    if i > 0:
+        rules += norm_rule(config, o + "self_attn_norm", h + "attn_norm")
+    return rules + _added_cross_attention(config, o, h, "Wo", "cross_attn_norm")
+
+
 def _attention_rules(config: BackboneConfig, ours: str, theirs: str, qkv: tuple[str, str, str],
-                     cross: bool = False) -> list[Rule]:
+                     cross: bool = False, out: str = "o_proj") -> list[Rule]:
     """q/k/v projections fused as ours (q + kv for cross-attention), the output projection, q/k norms."""
     q_size, kv_size = config.num_attention_heads * config.head_size, config.kv_heads * config.head_size
     family, flag = config.family, bool(config.attention_bias)
@@ -188,7 +209,7 @@ def _attention_rules(config: BackboneConfig, ours: str, theirs: str, qkv: tuple[
                  *linear_rule(ours + ".kv", k, v, bias=qkv_bias, sizes=(kv_size, kv_size))]
     else:
         rules = linear_rule(ours + ".qkv", q, k, v, bias=qkv_bias, sizes=(q_size, kv_size, kv_size))
-    rules += linear_rule(ours + ".out", f"{theirs}.o_proj", bias=out_bias)
+    rules += linear_rule(ours + ".out", f"{theirs}.{out}", bias=out_bias)
     if family.qk_norm:
         rules += norm_rule(config, ours + ".q_norm", f"{theirs}.q_norm")
         rules += norm_rule(config, ours + ".k_norm", f"{theirs}.k_norm")
@@ -239,6 +260,12 @@ LAYOUTS: dict[str, KeyLayout] = {
     # ModernBertModel; ModernBertForMaskedLM keeps it under `model.` (its head is not loaded)
     "modernbert": KeyLayout("model.", _modernbert_layer,
                             {"word": "embeddings.tok_embeddings", "norm": "embeddings.norm"}, {}, "final_norm"),
+    # ModernBertDecoderModel; ModernBertDecoderForCausalLM keeps it under `model.`, its head beside it
+    "modernbert-decoder": KeyLayout("model.", _modernbert_decoder_layer,
+                                    {"word": "embeddings.tok_embeddings", "norm": "embeddings.norm"}, {
+                                        "head.dense": "lm_head.dense", "head.norm": "lm_head.norm",
+                                        "head.bias": "decoder.bias", "head.weight": "decoder.weight"},
+                                    "final_norm"),
     # the stacks of T5GemmaForConditionalGeneration: composite prefixes come from encoder_decoder_rules
     "t5_gemma_module": KeyLayout("", _t5gemma_layer, {"word": "embed_tokens"},
                                  {"head.weight": "lm_head.out_proj.weight"}, "norm"),
@@ -293,10 +320,12 @@ def backbone_rules(config: BackboneConfig, lm_head: bool | None = None) -> list[
 
 def _head_rules(config: BackboneConfig, names: dict[str, str]) -> list[Rule]:
     family = config.family
+    dense_bias, vocab_bias = config.lm_head_biases
     rules = []
     if family.head == "transform":
-        rules += linear_rule("head.dense", names["head.dense"]) + linear_rule("head.norm", names["head.norm"])
-    if family.head_bias:
+        rules += linear_rule("head.dense", names["head.dense"], bias=dense_bias)
+        rules += linear_rule("head.norm", names["head.norm"], bias=config.norm_bias is not False)
+    if vocab_bias:
         rules.append(Rule("head.bias", (names["head.bias"],)))
     if not config.tie_word_embeddings:
         rules.append(Rule("head.weight", (names["head.weight"],)))

@@ -117,13 +117,14 @@ class LMHead(nn.Module):
         family = config.family
         width = config.hidden_size if family.head_hidden else config.embedding_width
         self.dense = self.norm = None
+        dense_bias, vocab_bias = config.lm_head_biases
         if family.head == "transform":
-            self.dense = nn.Linear(config.hidden_size, width)
-            self.act = activation(family.head_act or config.hidden_act)
-            self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+            self.dense = nn.Linear(config.hidden_size, width, bias=dense_bias)
+            self.act = activation(config.head_activation or family.head_act or config.hidden_act)
+            self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps, bias=config.norm_bias is not False)
         else:
             width = config.hidden_size
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if family.head_bias else None
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if vocab_bias else None
         self.weight = None if config.tie_word_embeddings else nn.Parameter(torch.empty(config.vocab_size, width))
         # A module that replaces the vocabulary projection for serving (int8: encdec.serving.int8); None: the
         # floating-point projection above.

@@ -64,6 +64,10 @@ class BackboneConfig:
     cross_attention_hidden_size: int | None = None  # cross-attention reads encoder outputs this wide (T5Gemma)
     norm_bias: bool | None = None  # LayerNorms with a bias (None: yes); ModernBERT's have none by default
     local_attention: int | None = None  # ModernBERT's local window: `local_attention // 2` keys either side
+    # LM heads whose parts the config sets (ModernBERT's decoder); None: the family's fixed choice
+    head_dense_bias: bool | None = None  # a bias on the head's dense transform (None: yes)
+    head_activation: str | None = None  # the transform's activation (None: Family.head_act, else hidden_act)
+    head_bias: bool | None = None  # a bias on the vocabulary projection (None: Family.head_bias)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, kept for round trips
 
     def __post_init__(self) -> None:
@@ -142,6 +146,13 @@ class BackboneConfig:
     def layer_norm_bias(self) -> bool:
         """Whether the family's norms are LayerNorms with a bias (ModernBERT's norm_bias=False: none)."""
         return self.family.norm == "layer" and self.norm_bias is not False
+
+    @property
+    def lm_head_biases(self) -> tuple[bool, bool]:
+        """(bias on the head's dense transform, bias on the vocabulary projection): the config's where
+        it names them (ModernBERT's decoder), else the family's."""
+        vocab = self.family.head_bias if self.head_bias is None else self.head_bias
+        return self.head_dense_bias is not False, vocab
 
     @property
     def window(self) -> int | None:

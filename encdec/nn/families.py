@@ -28,8 +28,8 @@ class Family:
     pooler: bool = False  # encoder checkpoints carry a pooler (loaded and saved, never run)
     head: str = "transform"  # LM head: "transform" (dense, act, LayerNorm), "plain" or "none"
     head_hidden: bool = True  # the transform keeps the hidden width (False: to embedding_size, ELECTRA)
-    head_act: str | None = None  # the transform's activation; None: hidden_act
-    head_bias: bool = True
+    head_act: str | None = None  # the transform's activation; None: hidden_act (a config's head_activation wins)
+    head_bias: bool = True  # a bias on the vocabulary projection (a config's head_bias wins)
     scaled_init: bool = False  # GPT-2 scales residual output projections by 1/sqrt(2 n_layer)
     # The decoder-only LMs of today (Llama, Qwen, Gemma) differ by these flags:
     norm: str = "layer"  # "layer" (LayerNorm), "rms" (RMSNorm: w * x), "rms_plus_one" (Gemma: (1 + w) * x)
@@ -103,6 +103,16 @@ _MODERNBERT_NAMES = {
     "attention_probs_dropout_prob": "attention_dropout", "embedding_dropout_prob": "embedding_dropout",
     "hidden_dropout_prob": None, "type_vocab_size": None, "attention_bias": "attention_bias", "mlp_bias": "mlp_bias",
     "local_attention": "local_attention", "layer_types": "layer_types", "rope_parameters": "rope_parameters",
+}
+
+# ModernBERT's decoder twin (Ettin decoders): ModernBERT's layers made causal, its local layers seeing the
+# `local_attention // 2` newest keys; separate q/k/v projections; an LM head of its own (dense, activation,
+# LayerNorm, then a vocabulary projection tied to the embeddings, with a bias), whose dense bias,
+# activation and vocabulary bias the config names (classifier_bias, classifier_activation, decoder_bias).
+_MODERNBERT_DECODER_NAMES = {
+    **_MODERNBERT_NAMES, "head_dense_bias": "classifier_bias", "head_activation": "classifier_activation",
+    "head_bias": "decoder_bias", "cross_attention_init": "cross_attention_init",
+    "use_bidirectional_attention": "use_bidirectional_attention",
 }
 
 # One row per supported model_type. Defaults follow the family's published checkpoints where
@@ -186,6 +196,14 @@ FAMILIES: dict[str, Family] = {
         out_bias=None, sliding_layers="every_nth", first_attn_norm=False,
         legacy_rope_thetas={"full_attention": "global_rope_theta", "sliding_attention": "local_rope_theta"},
     ),
+    "modernbert-decoder": Family(
+        "ModernBertDecoderConfig", "ModernBertDecoderModel", "ModernBertDecoderForCausalLM",
+        defaults=dict(_MODERNBERT_DEFAULTS, head_dense_bias=False, head_activation="gelu", head_bias=True),
+        hf_names=_MODERNBERT_DECODER_NAMES,
+        **dict(_LM, embedding_norm=True, norm="layer", head="transform", head_bias=True,
+               sliding_layers="every_nth", first_attn_norm=False,
+               legacy_rope_thetas={"full_attention": "global_rope_theta", "sliding_attention": "local_rope_theta"}),
+    ),
     # T5Gemma's encoder and decoder stacks (Gemma 2 layers; the decoder with its own cross-attention),
     # read from a T5GemmaForConditionalGeneration folder: no single-model classes of their own.
     "t5_gemma_module": Family(
@@ -205,7 +223,7 @@ FAMILY_ONLY = (
     "embedding_size", "embedding_dropout_prob", "sinusoidal_positions", "num_key_value_heads", "head_dim",
     "rope_parameters", "attention_bias", "mlp_bias", "sliding_window", "layer_types", "query_pre_attn_scalar",
     "attn_logit_softcapping", "final_logit_softcapping", "cross_attention_init", "use_bidirectional_attention",
-    "cross_attention_hidden_size", "norm_bias", "local_attention",
+    "cross_attention_hidden_size", "norm_bias", "local_attention", "head_dense_bias", "head_activation", "head_bias",
 )
 
 
