@@ -271,7 +271,8 @@ class Backbone(nn.Module):
 
     def copy_self_to_cross_attention(self) -> None:
         """Cross-attention starts as a copy of the same layer's self-attention, its norms included
-        (T5Gemma's initialisation): queries from queries, keys and values from keys and values."""
+        (T5Gemma's initialisation): queries from queries, keys and values from keys and values. A layer
+        without an attention norm (ModernBERT's first) keeps its fresh cross-attention norm."""
         with torch.no_grad():
             for layer in self.layers:
                 own, cross = layer.self_attn, layer.cross_attn
@@ -285,7 +286,7 @@ class Backbone(nn.Module):
                          (layer.cross_attn_norm, layer.self_attn_norm),
                          (layer.cross_attn_post_norm, layer.self_attn_post_norm)]
                 for target, source in pairs:
-                    if target is not None:
+                    if target is not None and not isinstance(source, nn.Identity):
                         target.load_state_dict(source.state_dict())
 
     def init_weights(self) -> None:
