@@ -63,7 +63,7 @@ class BackboneConfig:
     use_bidirectional_attention: bool | None = None  # an LM family's layers made bidirectional (an encoder)
     cross_attention_hidden_size: int | None = None  # cross-attention reads encoder outputs this wide (T5Gemma)
     norm_bias: bool | None = None  # LayerNorms with a bias (None: yes); ModernBERT's have none by default
-    local_attention: int | None = None  # ModernBERT's local window: `local_attention // 2` keys either side
+    local_attention: int | None = None  # ModernBERT's window: `local_attention // 2` keys either side (decoder: newest)
     # LM heads whose parts the config sets (ModernBERT's decoder); None: the family's fixed choice
     head_dense_bias: bool | None = None  # a bias on the head's dense transform (None: yes)
     head_activation: str | None = None  # the transform's activation (None: Family.head_act, else hidden_act)
@@ -157,7 +157,7 @@ class BackboneConfig:
     @property
     def window(self) -> int | None:
         """How far a sliding-attention layer sees: the `sliding_window` newest keys (causal), or keys
-        within this distance either side (bidirectional; ModernBERT: half its `local_attention`)."""
+        within this distance either side (bidirectional); ModernBERT and its decoder: half their `local_attention`."""
         return self.local_attention // 2 if self.local_attention is not None else self.sliding_window
 
     @property
