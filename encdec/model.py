@@ -255,8 +255,8 @@ class EncoderDecoderModel(TransformersAPI, nn.Module):
 
     def _padded_loss(self, input_ids, attention_mask, token_type_ids, encoder_outputs, decoder_input_ids,
                      decoder_attention_mask, labels, label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
-        """The training fast path for models that cannot run packed (soft-capped scores, sliding
-        windows, merged cross-attention): the padded forward, projecting only labelled positions."""
+        """The training fast path for models that cannot run packed (soft-capped scores, merged
+        cross-attention): the padded forward, projecting only labelled positions."""
         encoder_hidden, hidden = self._decode(input_ids, attention_mask, token_type_ids, encoder_outputs,
                                               decoder_input_ids, decoder_attention_mask)
         loss = self.labelled_loss(hidden, labels, label_smoothing)

@@ -181,3 +181,23 @@ def test_int8_candidates_quantise_every_linear_layer_and_the_projection(backend,
     with torch.no_grad():
         got, ref = model(ids, decoder_input_ids=decoder_ids).logits, fp32(ids, decoder_input_ids=decoder_ids).logits
     assert 0 < float((got - ref).abs().max() / ref.abs().max()) < 0.1
+
+
+def test_long_inputs_worker_and_table(tmp_path):
+    """The long-input benchmark's step on a tiny ModernBERT (every library's callable runs forward and
+    backward) and its table: per-token figures, ratios against transformers, a failed run named."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import long_inputs
+
+    long_inputs.write_model(tmp_path, dict(num_hidden_layers=3, hidden_size=16, num_attention_heads=2,
+                                           intermediate_size=24), vocab=64)
+    for library in long_inputs.LIBRARIES:
+        result = long_inputs.worker(library, str(tmp_path), length=40, tokens=80, repeats=1, device="cpu",
+                                    dtype="float32")
+        assert result["tokens"] == 80 and result["seconds"] > 0
+    results = {("encdec packed", 512): dict(seconds=1.0, tokens=8192, peak_mib=100.0),
+               ("transformers", 512): dict(seconds=2.0, tokens=8192, peak_mib=400.0),
+               ("transformers", 8192): dict(error="Killed")}
+    lines = long_inputs.table(results).splitlines()
+    assert lines[2].split(" | ")[2:] == ["122.1", "12.5", "2.00x", "0.25x |"]
+    assert "failed: Killed" in lines[4]

@@ -242,14 +242,14 @@ TINY_LMS = {
 LM_CLASSES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma2": "Gemma2"}
 
 
-def reference_lm(name: str, head: bool = True, seed: int = 0, std: float = 0.2):
+def reference_lm(name: str, head: bool = True, seed: int = 0, std: float = 0.2, **overrides):
     """transformers' tiny <Family>ForCausalLM (or <Family>Model) with spread weights, norms included
     (so that RMSNorm weights and biases matter), eager attention, eval mode."""
     import transformers
 
     model_type, kwargs = TINY_LMS[name]
     prefix = LM_CLASSES[model_type]
-    config = getattr(transformers, f"{prefix}Config")(**kwargs)
+    config = getattr(transformers, f"{prefix}Config")(**{**kwargs, **overrides})
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = getattr(transformers, f"{prefix}ForCausalLM" if head else f"{prefix}Model")(config).eval()

@@ -90,7 +90,7 @@ def run_explicit(
         mask = causal_mask(attention_mask, t, past_length + t, x.device)
     else:
         mask = padding_mask(attention_mask)
-    window = backbone.sliding_mask(attention_mask, x, past_length)
+    window = backbone.sliding_mask(attention_mask, x, past_length, local=False)
     all_hidden, self_probs, cross_probs = [], [], []
     for i, layer in enumerate(backbone.layers):
         all_hidden.append(x)

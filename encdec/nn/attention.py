@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from encdec.nn.config import BackboneConfig
 from encdec.nn.cpu_kernels import attention
+from encdec.nn.local_attention import LocalWindow
 from encdec.nn.masks import causal_mask, merged_mask
 from encdec.nn.norms import make_norm
 from encdec.nn.packing import PackedMask, packed_attention
@@ -114,8 +115,13 @@ class Attention(nn.Module):
     ) -> Tensor:
         """x (B, T, C); mask broadcastable to (B, H, T, S), True = attend. Packed tokens: x (N, C)
         with a `PackedMask`. A self-attention given `memory_kv` attends over the encoder outputs
-        and its own tokens in one softmax (merged cross-attention; `memory_mask` masks the former)."""
+        and its own tokens in one softmax (merged cross-attention; `memory_mask` masks the former).
+        A sliding-window layer over a whole sequence gets a `LocalWindow` (padded or packed)."""
         dropout = self.dropout if self.training else 0.0
+        if isinstance(mask, LocalWindow):
+            if memory_kv is None and self.softcap is None:
+                return self._local(x, mask, cache, rope, dropout)
+            mask = mask.dense(x.device)  # merged keys and soft-capped scores take the explicit mask
         if isinstance(mask, PackedMask):
             return self._packed(x, mask, memory_kv, dropout, rope)
         if self.cross:
@@ -131,6 +137,18 @@ class Attention(nn.Module):
                 causal = False
         y = attend(q, k, v, mask, dropout=dropout, causal=causal and mask is None, scale=self.scale,
                    softcap=self.softcap)
+        b, h, t, d = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, h * d))
+
+    def _local(self, x: Tensor, window: LocalWindow, cache: KVCache | None, rope: tuple[Tensor, Tensor] | None,
+               dropout: float) -> Tensor:
+        """Sliding-window self-attention of a whole sequence in memory linear in its length."""
+        q, k, v = self.self_qkv(x, rope)
+        if cache is not None:
+            cache.update(0, k, v)
+        y = window.attend(_rescaled(q, self.scale), *repeat_kv(k, v, self.heads), dropout)
+        if window.packing is not None:
+            return self.out(y.flatten(1))
         b, h, t, d = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * d))
 

@@ -17,6 +17,7 @@ from encdec.nn.config import BackboneConfig
 from encdec.nn.cpu_kernels import Dropout
 from encdec.nn.families import FAMILIES
 from encdec.nn.layers import Block, activation, init_weights, run_layers, scaled_init
+from encdec.nn.local_attention import LocalWindow
 from encdec.nn.masks import causal_mask, padding_mask, sliding_mask
 from encdec.nn.norms import make_norm
 from encdec.nn.packing import PackedMask, Packing
@@ -213,16 +214,21 @@ class Backbone(nn.Module):
             rope[kind] = cos[:, None], sin[:, None]  # the head axis: (B, T, D) -> (B, 1, T, D); (N, D) -> (N, 1, D)
         return rope.pop(None) if None in rope else rope
 
-    def sliding_mask(self, attention_mask: Tensor | None, x: Tensor, pos: int,
-                     packing: Packing | None = None) -> tuple[Tensor, bool] | None:
-        """(mask, causal) of the sliding-window layers; None when there are none."""
+    def sliding_mask(self, attention_mask: Tensor | None, x: Tensor, pos: int, packing: Packing | None = None,
+                     local: bool = True) -> tuple[Tensor | LocalWindow, bool] | None:
+        """(mask, causal) of the sliding-window layers; None when there are none. A whole sequence
+        (no cached keys) gets a `LocalWindow`, memory linear in its length, unless `local` is False
+        (the explicit path, which returns the attention probabilities); steps after cached keys a mask."""
         if not any(layer.sliding for layer in self.layers):
             return None
+        config = self.config
+        if pos == 0 and local:
+            seq_len = x.shape[1] if packing is None else packing.seq_len
+            return LocalWindow.build(config.window, config.causal, attention_mask, seq_len, packing), False
         if packing is not None:
-            raise ValueError("Sliding-window layers run on padded batches (config.packable is False).")
+            raise ValueError("Packed batches hold whole sequences; cached steps run padded.")
         t = x.shape[1]
-        mask = sliding_mask(attention_mask, t, pos + t, self.config.window, self.config.causal, x.device)
-        return mask, False
+        return sliding_mask(attention_mask, t, pos + t, config.window, config.causal, x.device), False
 
     @property
     def has_lm_head(self) -> bool:

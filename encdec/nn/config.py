@@ -200,10 +200,9 @@ class BackboneConfig:
 
     @property
     def packable(self) -> bool:
-        """Whether the training fast path can run on packed tokens: not with soft-capped scores,
-        sliding windows or merged cross-attention (those run padded)."""
-        return not (self.attn_logit_softcapping or "sliding_attention" in self.layer_kinds
-                    or (self.add_cross_attention and self.cross_attention_kind == "merged"))
+        """Whether the training fast path can run on packed tokens: not with soft-capped scores or
+        merged cross-attention (those run padded)."""
+        return not (self.attn_logit_softcapping or (self.add_cross_attention and self.cross_attention_kind == "merged"))
 
     @property
     def max_positions(self) -> int:

@@ -25,6 +25,19 @@ def test_unknown_model_type(saved):
         EncoderDecoderModel.from_pretrained(saved)
 
 
+def test_deberta_v3_is_refused_in_one_line_naming_the_encoders(tmp_path):
+    """A DeBERTa-v3 folder (transformers' DebertaV2Model config) as the encoder: refused before any
+    weights are read, with the reason and the encoders to use instead."""
+    import transformers
+
+    transformers.DebertaV2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32).save_pretrained(tmp_path / "deberta")
+    with pytest.raises(ValueError, match=r"config.json: model_type 'deberta-v2' is not supported: .*disentangled.*"
+                                         r"Use one of these encoders instead: bert, .*modernbert[a-z-]*\.$") as error:
+        EncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "deberta", tmp_path / "deberta")
+    assert "\n" not in str(error.value)
+
+
 def test_folder_without_weights(saved):
     (saved / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="No weights in .*model.safetensors.*save_pretrained"):
