@@ -32,6 +32,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any, Any]:
         cfg.data, tokenizer=parts.tokenizer, decoder_tokenizer=parts.decoder_tokenizer,
         eos_token_id=parts.model.config.eos_token_id,
     )
+    datamodule.check_lengths(parts.model.config)  # sources and targets within the model's positions
     datamodule.check_sources()  # a bad file or column fails here, not after the baseline validation
     module = instantiate(cfg.module, model=parts.model, tokenizer=parts.decoder_tokenizer)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # not through instantiate: it holds _target_s

@@ -179,6 +179,33 @@ def write_byte_level_bpe(folder, special_tokens: list[str]) -> None:
     bpe.save_model(str(folder))
 
 
+MODERNBERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-4 in write_modernbert_tokenizer
+MODERNBERT_IDS = dict(pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3)
+
+
+def write_modernbert_tokenizer(folder, texts: list[str]) -> int:
+    """A tokenizer.json laid out as ModernBERT's and Ettin's (one file for encoder and decoder):
+    [PAD] [UNK] [CLS] [SEP] [MASK] first, "[CLS] $A [SEP]" around a text, and tokenizer_config.json
+    with ModernBERT's model_max_length of 8,192. Word-level over `texts` (a token per lowercased word
+    or punctuation mark, so lengths are easy to reason about); returns the vocabulary size."""
+    import json
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=MODERNBERT_SPECIALS))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 8192, "cls_token": "[CLS]",
+              "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "mask_token": "[MASK]"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return tok.get_vocab_size()
+
+
 def write_vocab_txt(folder) -> int:
     """A small WordPiece vocab.txt (BERT's special tokens first); returns its size."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w.lower() for w in WORDS}), "##s", "##ed"]
@@ -244,7 +271,8 @@ LM_CLASSES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma2": "G
 
 def reference_lm(name: str, head: bool = True, seed: int = 0, std: float = 0.2, **overrides):
     """transformers' tiny <Family>ForCausalLM (or <Family>Model) with spread weights, norms included
-    (so that RMSNorm weights and biases matter), eager attention, eval mode."""
+    (so that RMSNorm weights and biases matter), eager attention, eval mode. `overrides`: config
+    fields (vocab_size, max_position_embeddings, special ids) for folders that meet a real tokenizer."""
     import transformers
 
     model_type, kwargs = TINY_LMS[name]

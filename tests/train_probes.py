@@ -36,6 +36,21 @@ class RecordBatches(Callback):
         _append(trainer, "params", {"step": trainer.global_step, "sha256": digest.hexdigest()})
 
 
+class RecordShapes(Callback):
+    """One line per training and validation batch: its stage and (rows, tokens) of its sources and labels."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._record(trainer, "train", batch)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._record(trainer, "validation", batch)
+
+    @staticmethod
+    def _record(trainer, stage: str, batch) -> None:
+        _append(trainer, "shapes", {"stage": stage, "step": trainer.global_step,
+                                    "input_ids": list(batch["input_ids"].shape), "labels": list(batch["labels"].shape)})
+
+
 class KillAtStep(Callback):
     """SIGKILL this process when training reaches `step` (no cleanup, like a crashed node)."""
 

@@ -308,17 +308,54 @@ class FixedBatches(IterableDataset):
 
 
 def evaluation_batches(
-    records: list[dict], encoder: PairEncoder, columns: Columns, batch_size: int
+    records: list[dict], encoder: PairEncoder, columns: Columns, batch_size: int, max_tokens: int | None = None,
+    min_batches: int = 0,
 ) -> list[dict]:
-    """Batches sorted by source length (generation wastes least on padding), with raw references."""
+    """Batches sorted by source length (generation wastes least on padding), with raw references.
+    At most `batch_size` rows each and, with `max_tokens`, at most that many padded source + target
+    tokens (as training batches): long documents make small batches, so generating over 8k-token
+    sources fits where training did, and short ones still fill `batch_size` rows. `min_batches`:
+    the largest batches are halved until there are that many (every DDP rank validates as many
+    batches, so no rank waits on another's collective)."""
     sources, labels = encoder.encode([r[columns.text] for r in records], [r[columns.summary] for r in records])
     ids = record_ids(records, columns, offset=0)
-    order = sorted(range(len(records)), key=lambda i: len(sources[i]))
+    groups = _evaluation_groups(sources, labels, batch_size, max_tokens)
+    while len(groups) < min(min_batches, len(records)):
+        big = max(range(len(groups)), key=lambda g: len(groups[g]))
+        half = len(groups[big]) // 2
+        groups[big : big + 1] = [groups[big][:half], groups[big][half:]]
     batches = []
-    for start in range(0, len(order), batch_size):
-        group = order[start : start + batch_size]
+    for group in groups:
         batch = collate([sources[i] for i in group], [labels[i] for i in group], encoder.tokenizer.pad_token_id)
         batch["ids"] = [ids[i] for i in group]
         batch["references"] = [records[i][columns.summary] for i in group]
         batches.append(batch)
     return batches
+
+
+def count_evaluation_batches(records: list[dict], encoder: PairEncoder, columns: Columns, batch_size: int,
+                             max_tokens: int | None = None) -> int:
+    """How many batches `evaluation_batches` cuts these records into (before `min_batches`)."""
+    sources, labels = encoder.encode([r[columns.text] for r in records], [r[columns.summary] for r in records])
+    return len(_evaluation_groups(sources, labels, batch_size, max_tokens))
+
+
+def _evaluation_groups(sources: list[list[int]], labels: list[list[int]], batch_size: int,
+                       max_tokens: int | None) -> list[list[int]]:
+    """Indices by source length, cut into consecutive groups of at most batch_size rows and, with
+    max_tokens, at most rows x (longest source + longest target) tokens; one row always fits."""
+    source_lengths, target_lengths = [len(s) for s in sources], [len(t) for t in labels]
+    groups: list[list[int]] = []
+    group: list[int] = []
+    longest_source = longest_target = 0
+    for i in sorted(range(len(sources)), key=lambda i: source_lengths[i]):
+        source, target = max(longest_source, source_lengths[i]), max(longest_target, target_lengths[i])
+        over_budget = max_tokens is not None and (len(group) + 1) * (source + target) > max_tokens
+        if group and (len(group) == batch_size or over_budget):
+            groups.append(group)
+            group, source, target = [], source_lengths[i], target_lengths[i]
+        group.append(i)
+        longest_source, longest_target = source, target
+    if group:
+        groups.append(group)
+    return groups

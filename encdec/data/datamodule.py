@@ -27,6 +27,7 @@ from encdec.data.batching import (
     FixedBatches,
     PairEncoder,
     ResumableBatches,
+    count_evaluation_batches,
     evaluation_batches,
     rotate_rounds,
     take_usable,
@@ -222,6 +223,21 @@ class Seq2SeqDataModule(LightningDataModule):
         self._resume: dict[int, dict] = {}
         self._val_batches: list[dict] | None = None
 
+    def check_lengths(self, config: Any) -> None:
+        """data.max_source_length / max_target_length within the model's positions (config: an
+        EncoderDecoderConfig): past them a learned position table fails mid-step with an index error
+        and a rotary one runs on positions it was never trained at. Documents longer than a valid
+        max_source_length are cut to it, as always."""
+        sides = (("max_source_length", self.encoder.max_source_length, config.encoder, "encoder"),
+                 ("max_target_length", self.encoder.max_target_length, config.decoder, "decoder"))
+        for key, length, side, name in sides:
+            if length > side.max_positions:
+                raise UsageError(
+                    f"data.{key}={length} exceeds the {name}'s {side.max_positions} positions "
+                    f"({side.model_type}): set data.{key}={side.max_positions} (longer texts are cut there) "
+                    f"or choose a {name} with more positions."
+                )
+
     # ------------------------------------------------------------------ sources
 
     def _open(self, split: str) -> Any:
@@ -263,8 +279,13 @@ class Seq2SeqDataModule(LightningDataModule):
         per_rank = len(records) // world
         if per_rank == 0:
             raise UsageError(f"The validation split has {len(records)} usable records, fewer than {world} ranks.")
-        mine = records[rank : per_rank * world : world]
-        return evaluation_batches(mine, self.encoder, self.columns, self.eval_batch_size)
+        shares = [records[r : per_rank * world : world] for r in range(world)]
+        least = 0
+        if self.max_tokens and world > 1:  # token budgets cut shares unequally: every rank as many batches
+            least = max(count_evaluation_batches(share, self.encoder, self.columns, self.eval_batch_size,
+                                                 self.max_tokens) for share in shares)
+        return evaluation_batches(shares[rank], self.encoder, self.columns, self.eval_batch_size, self.max_tokens,
+                                  min_batches=least)
 
     # ------------------------------------------------------------------ loaders
 

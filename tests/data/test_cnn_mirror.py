@@ -30,25 +30,35 @@ configs:
 WORDS = "the council said on monday that a new bridge would open in the city next spring after repairs".split()
 
 
-def _rows(split: str, start: int, count: int) -> list[dict]:
+def _rows(split: str, start: int, count: int, words: tuple[int, int] | None = None) -> list[dict]:
+    """Articles of four short sentences, or with `words=(least, most)` of that many words (sentences
+    repeated), their lengths spread evenly over the range across the records."""
     rows = []
     for i in range(start, start + count):
         sentences = [" ".join(WORDS[(i + j) % 7:(i + j) % 7 + 8]).capitalize() + "." for j in range(4)]
+        if words is not None:
+            least, most = words
+            target = least + (most - least) * ((i * 37) % count) // max(1, count - 1)
+            tokens = " ".join(sentences * (target // 32 + 1)).split()
+            sentences = [" ".join(tokens[:target])]
         bullets = [f"{split.title()} story {i} about the bridge .", "It opens next spring ."]
         rows.append({"article": " ".join(sentences), "highlights": "\n".join(bullets), "id": f"{split}-{i:05d}"})
     return rows
 
 
-def write_mirror(root: Path, train_per_shard: int = 40, other: int = 12) -> Path:
+def write_mirror(root: Path, train_per_shard: int = 40, other: int = 12, words: tuple[int, int] | None = None) -> Path:
+    """The Hub repository's layout (3 train shards, validation, test, README); `words=(least, most)`:
+    articles of that many words instead of four sentences (long-document tests)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     (root / "3.0.0").mkdir(parents=True)
     for shard in range(3):
-        table = pa.Table.from_pylist(_rows("train", shard * train_per_shard, train_per_shard))
+        table = pa.Table.from_pylist(_rows("train", shard * train_per_shard, train_per_shard, words))
         pq.write_table(table, root / "3.0.0" / f"train-{shard:05d}-of-00003.parquet")
     for split in ("validation", "test"):
-        pq.write_table(pa.Table.from_pylist(_rows(split, 0, other)), root / "3.0.0" / f"{split}-00000-of-00001.parquet")
+        pq.write_table(pa.Table.from_pylist(_rows(split, 0, other, words)),
+                       root / "3.0.0" / f"{split}-00000-of-00001.parquet")
     (root / "README.md").write_text(README)
     return root
 
