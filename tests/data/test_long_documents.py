@@ -14,7 +14,13 @@ from typing import Callable
 import pytest
 from conftest import run_train
 from test_cnn_mirror import _rows, write_mirror
-from tiny_models import MODERNBERT_IDS, reference_lm, reference_modernbert, write_modernbert_tokenizer
+from tiny_models import (
+    MODERNBERT_IDS,
+    reference_lm,
+    reference_modernbert,
+    reference_modernbert_decoder,
+    write_modernbert_tokenizer,
+)
 
 ENCODER_POSITIONS = 2048  # the tiny encoder's; its tokenizer says 8,192 as ModernBERT's does
 WORDS = (600, 1500)  # article lengths (a token per word and full stop, plus [CLS] and [SEP])
@@ -31,9 +37,16 @@ def llama_decoder(folder: Path, vocab_size: int) -> None:
     reference_lm("llama", vocab_size=vocab_size, max_position_embeddings=512, **ids).save_pretrained(folder)
 
 
+def ettin_decoder(folder: Path, vocab_size: int) -> None:
+    """A tiny ModernBERT decoder (the Ettin family, the recipe's own pair), its local window shorter
+    than the targets."""
+    reference_modernbert_decoder(vocab_size=vocab_size, max_position_embeddings=512, local_attention=8,
+                                 **MODERNBERT_IDS).save_pretrained(folder)
+
+
 # Decoder builders: name -> builder(folder, vocab_size) writing a Hugging Face folder (the shared
-# tokenizer is added next to it). The Ettin (modernbert-decoder) family joins here in one line.
-DECODERS: dict[str, Callable[[Path, int], None]] = {"llama": llama_decoder}
+# tokenizer is added next to it).
+DECODERS: dict[str, Callable[[Path, int], None]] = {"ettin": ettin_decoder, "llama": llama_decoder}
 
 
 @pytest.fixture(scope="module")
