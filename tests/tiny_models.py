@@ -138,6 +138,40 @@ def train_losses(model, batch: dict, steps: int, lr: float, **forward_kwargs) ->
     return losses
 
 
+def check_trains_generates_round_trips(model, data: dict, folder, train_steps: int = 0,
+                                       new_tokens: int = 5) -> None:
+    """What every composed pair must do: the training fast path's loss equals the plain forward's (no
+    dropout: eval mode), it learns (`train_steps` AdamW steps lower the loss; 0: one backward), greedy
+    and beam search start with the start token, and save_pretrained/from_pretrained is bit-exact
+    (logits, greedy and beam ids)."""
+    import encdec
+
+    model.eval()
+    plain = model(**data).loss
+    fast = model(**data, return_logits=False).loss
+    assert torch.isfinite(plain)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    if train_steps:
+        losses = train_losses(model, data, steps=train_steps, lr=1e-2, return_logits=False)
+        assert losses[-1] < losses[0]
+        model.eval()
+    else:
+        fast.backward()
+    src = dict(input_ids=data["input_ids"], attention_mask=data["attention_mask"])
+    greedy = model.generate(**src, max_new_tokens=new_tokens, speculative=False)
+    beam = model.generate(**src, max_new_tokens=new_tokens, num_beams=3)
+    start = model.config.decoder_start_token_id
+    assert (greedy[:, 0] == start).all() and (beam[:, 0] == start).all()
+    assert greedy.shape[0] == beam.shape[0] == data["input_ids"].shape[0]
+    model.save_pretrained(folder)
+    again = encdec.EncoderDecoderModel.from_pretrained(folder)
+    assert again.config.cross_attention_init == model.config.cross_attention_init
+    with torch.no_grad():
+        assert torch.equal(again(**data).logits, model(**data).logits)
+    assert torch.equal(again.generate(**src, max_new_tokens=new_tokens, speculative=False), greedy)
+    assert torch.equal(again.generate(**src, max_new_tokens=new_tokens, num_beams=3), beam)
+
+
 # ---------------------------------------------------------------- tokenizers for tiny folders
 
 WORDS = (

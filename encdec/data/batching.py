@@ -104,24 +104,34 @@ def length_grouped(lengths: list[int], batch_size: int, rng: random.Random) -> l
     return batches
 
 
-def token_budget_grouped(
-    source_lengths: list[int], target_lengths: list[int], max_tokens: int, rng: random.Random
-) -> list[list[int]]:
-    """Like `length_grouped`, but each batch takes examples (in length order) while its padded
-    source + target tokens, rows x (longest source + longest target), stay within max_tokens
-    (fairseq's --max-tokens): short examples make big batches, long ones small, memory stays flat."""
+def cut_by_budget(order: list[int], source_lengths: list[int], target_lengths: list[int], max_tokens: int | None,
+                  max_rows: int | None = None) -> list[list[int]]:
+    """`order` cut into consecutive batches of at most max_rows rows and, with max_tokens, at most
+    rows x (longest source + longest target) padded tokens; one row always fits."""
     batches: list[list[int]] = []
     batch: list[int] = []
     longest_source = longest_target = 0
-    for i in _by_length([s + t for s, t in zip(source_lengths, target_lengths)], rng):
+    for i in order:
         source, target = max(longest_source, source_lengths[i]), max(longest_target, target_lengths[i])
-        if batch and (len(batch) + 1) * (source + target) > max_tokens:
+        over_budget = max_tokens is not None and (len(batch) + 1) * (source + target) > max_tokens
+        if batch and (len(batch) == max_rows or over_budget):
             batches.append(batch)
             batch, source, target = [], source_lengths[i], target_lengths[i]
         batch.append(i)
         longest_source, longest_target = source, target
     if batch:
         batches.append(batch)
+    return batches
+
+
+def token_budget_grouped(
+    source_lengths: list[int], target_lengths: list[int], max_tokens: int, rng: random.Random
+) -> list[list[int]]:
+    """Like `length_grouped`, but each batch takes examples (in length order) while its padded
+    source + target tokens, rows x (longest source + longest target), stay within max_tokens
+    (fairseq's --max-tokens): short examples make big batches, long ones small, memory stays flat."""
+    order = _by_length([s + t for s, t in zip(source_lengths, target_lengths)], rng)
+    batches = cut_by_budget(order, source_lengths, target_lengths, max_tokens)
     rng.shuffle(batches)
     return batches
 
@@ -345,17 +355,5 @@ def _evaluation_groups(sources: list[list[int]], labels: list[list[int]], batch_
     """Indices by source length, cut into consecutive groups of at most batch_size rows and, with
     max_tokens, at most rows x (longest source + longest target) tokens; one row always fits."""
     source_lengths, target_lengths = [len(s) for s in sources], [len(t) for t in labels]
-    groups: list[list[int]] = []
-    group: list[int] = []
-    longest_source = longest_target = 0
-    for i in sorted(range(len(sources)), key=lambda i: source_lengths[i]):
-        source, target = max(longest_source, source_lengths[i]), max(longest_target, target_lengths[i])
-        over_budget = max_tokens is not None and (len(group) + 1) * (source + target) > max_tokens
-        if group and (len(group) == batch_size or over_budget):
-            groups.append(group)
-            group, source, target = [], source_lengths[i], target_lengths[i]
-        group.append(i)
-        longest_source, longest_target = source, target
-    if group:
-        groups.append(group)
-    return groups
+    order = sorted(range(len(sources)), key=lambda i: source_lengths[i])
+    return cut_by_budget(order, source_lengths, target_lengths, max_tokens, batch_size)

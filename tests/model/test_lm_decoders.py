@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import TINY_BERT, TINY_LMS, lm_batch, reference_lm
+from tiny_models import TINY_BERT, TINY_LMS, check_trains_generates_round_trips, lm_batch, reference_lm
 
 import encdec
 
@@ -61,25 +61,7 @@ def test_each_kind_trains_generates_and_round_trips(folders, name, kind, tmp_pat
         with torch.no_grad():
             for layer in model.decoder.layers:
                 layer.cross_attn_gate.fill_(0.5)
-    data = batch()
-    model.eval()  # no dropout: the two paths see the same network
-    plain = model(**data).loss
-    fast = model(**data, return_logits=False).loss
-    assert torch.isfinite(plain)
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)  # packed (or padded) fast path = plain
-    fast.backward()
-    src = dict(input_ids=data["input_ids"], attention_mask=data["attention_mask"])
-    greedy = model.generate(**src, max_new_tokens=5, speculative=False)
-    beam = model.generate(**src, max_new_tokens=5, num_beams=3)
-    start = model.config.decoder_start_token_id
-    assert (greedy[:, 0] == start).all() and (beam[:, 0] == start).all()
-    assert greedy.shape[0] == beam.shape[0] == 3
-    model.save_pretrained(tmp_path)
-    again = encdec.EncoderDecoderModel.from_pretrained(tmp_path)
-    assert again.config.cross_attention_init == kind
-    with torch.no_grad():
-        assert torch.equal(again(**data).logits, model(**data).logits)
-    assert torch.equal(again.generate(**src, max_new_tokens=5, num_beams=3), beam)
+    check_trains_generates_round_trips(model, batch(), tmp_path)
 
 
 def test_greedy_generation_follows_the_logits(folders):

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import lm_batch, reference_modernbert, reference_modernbert_decoder, train_losses
+from tiny_models import (
+    check_trains_generates_round_trips,
+    lm_batch,
+    reference_modernbert,
+    reference_modernbert_decoder,
+)
 
 import encdec
 
@@ -59,28 +64,7 @@ def test_each_kind_trains_generates_and_round_trips(folders, kind, tmp_path):
         with torch.no_grad():
             for layer in model.decoder.layers:
                 layer.cross_attn_gate.fill_(0.5)
-    data = batch()
-    model.eval()  # no dropout: the two paths see the same network
-    plain = model(**data).loss
-    fast = model(**data, return_logits=False).loss
-    assert torch.isfinite(plain)
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
-    losses = train_losses(model, data, steps=4, lr=1e-2, return_logits=False)
-    assert losses[-1] < losses[0]
-    model.eval()
-    src = dict(input_ids=data["input_ids"], attention_mask=data["attention_mask"])
-    greedy = model.generate(**src, max_new_tokens=6, speculative=False)
-    beam = model.generate(**src, max_new_tokens=6, num_beams=3)
-    start = model.config.decoder_start_token_id
-    assert (greedy[:, 0] == start).all() and (beam[:, 0] == start).all()
-    assert greedy.shape[0] == beam.shape[0] == 3
-    model.save_pretrained(tmp_path)
-    again = encdec.EncoderDecoderModel.from_pretrained(tmp_path)
-    assert again.config.cross_attention_init == kind
-    with torch.no_grad():
-        assert torch.equal(again(**data).logits, model(**data).logits)
-    assert torch.equal(again.generate(**src, max_new_tokens=6, speculative=False), greedy)
-    assert torch.equal(again.generate(**src, max_new_tokens=6, num_beams=3), beam)
+    check_trains_generates_round_trips(model, batch(), tmp_path, train_steps=4, new_tokens=6)
 
 
 @pytest.mark.parametrize("kind", ["copy", "merged"])

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import TINY_BERT, lm_batch, reference_lm, reference_modernbert, spread_weights, train_losses
+from tiny_models import (
+    TINY_BERT,
+    check_trains_generates_round_trips,
+    lm_batch,
+    reference_lm,
+    reference_modernbert,
+    spread_weights,
+)
 
 import encdec
 
@@ -44,26 +51,7 @@ def compose(folders, decoder):
 def test_trains_generates_and_round_trips(folders, decoder, tmp_path):
     model = compose(folders, decoder)
     assert model.config.encoder.packable  # local layers run on packed tokens too
-    data = batch()
-    model.eval()  # no dropout: the two paths see the same network
-    plain = model(**data).loss
-    fast = model(**data, return_logits=False).loss
-    assert torch.isfinite(plain)
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
-    losses = train_losses(model, data, steps=4, lr=1e-2, return_logits=False)
-    assert losses[-1] < losses[0]
-    model.eval()
-    src = dict(input_ids=data["input_ids"], attention_mask=data["attention_mask"])
-    greedy = model.generate(**src, max_new_tokens=5, speculative=False)
-    beam = model.generate(**src, max_new_tokens=5, num_beams=3)
-    start = model.config.decoder_start_token_id
-    assert (greedy[:, 0] == start).all() and (beam[:, 0] == start).all()
-    model.save_pretrained(tmp_path)
-    again = encdec.EncoderDecoderModel.from_pretrained(tmp_path)
-    with torch.no_grad():
-        assert torch.equal(again(**data).logits, model(**data).logits)
-    assert torch.equal(again.generate(**src, max_new_tokens=5, speculative=False), greedy)
-    assert torch.equal(again.generate(**src, max_new_tokens=5, num_beams=3), beam)
+    check_trains_generates_round_trips(model, batch(), tmp_path, train_steps=4)
 
 
 def test_composed_folders_equal_transformers_both_ways(folders, tmp_path):
