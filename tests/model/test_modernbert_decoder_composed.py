@@ -1,6 +1,7 @@
 """A ModernBERT encoder in front of a ModernBERT decoder (Ettin's pair): cross-attention added each way the
-family takes (gated, random, copy, merged), training on the padded fast path (local layers are not packed),
-greedy and beam search past the local window, exact save/load; and the decoder as a bidirectional encoder."""
+family takes (gated, random, copy, merged), training on the packed fast path (merged: padded), greedy and
+beam search past the local window (token for token transformers' own while the gates are closed), exact
+save/load; and the decoder as a bidirectional encoder."""
 
 from __future__ import annotations
 
@@ -52,6 +53,21 @@ def test_gated_decoder_is_the_pretrained_lm_at_step_0(folders):
     keep = tgt_mask.bool()
     torch.testing.assert_close(ours[keep], theirs[keep], atol=1e-4, rtol=1e-4)
     assert all(float(layer.cross_attn_gate.detach()) == 0.0 for layer in model.decoder.layers)
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_closed_gates_generate_what_transformers_generates(folders, beams):
+    """With its gates at 0 the composed decoder is the LM: greedy and beam ids from the start token
+    equal transformers' ModernBertDecoderForCausalLM.generate, 12 tokens (past the window of 2)."""
+    model = compose(folders, "gated").eval()
+    ref = reference_modernbert_decoder("published")
+    src, src_mask = lm_batch(length=14, seed=6)
+    start = model.config.decoder_start_token_id
+    settings = dict(max_new_tokens=12, num_beams=beams, do_sample=False, eos_token_id=None)
+    ours = model.generate(src, attention_mask=src_mask, speculative=False, **settings)
+    prompt = torch.full((src.shape[0], 1), start)
+    theirs = ref.generate(prompt, attention_mask=torch.ones_like(prompt), pad_token_id=0, **settings)
+    assert torch.equal(ours, theirs)
 
 
 @pytest.mark.parametrize("kind", KINDS)
