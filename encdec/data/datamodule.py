@@ -228,14 +228,14 @@ class Seq2SeqDataModule(LightningDataModule):
         EncoderDecoderConfig): past them a learned position table fails mid-step with an index error
         and a rotary one runs on positions it was never trained at. Documents longer than a valid
         max_source_length are cut to it, as always."""
-        sides = (("max_source_length", self.encoder.max_source_length, config.encoder, "encoder"),
-                 ("max_target_length", self.encoder.max_target_length, config.decoder, "decoder"))
-        for key, length, side, name in sides:
+        sides = (("max_source_length", self.encoder.max_source_length, config.encoder, "encoder", "an"),
+                 ("max_target_length", self.encoder.max_target_length, config.decoder, "decoder", "a"))
+        for key, length, side, name, article in sides:
             if length > side.max_positions:
                 raise UsageError(
                     f"data.{key}={length} exceeds the {name}'s {side.max_positions} positions "
                     f"({side.model_type}): set data.{key}={side.max_positions} (longer texts are cut there) "
-                    f"or choose a {name} with more positions."
+                    f"or choose {article} {name} with more positions."
                 )
 
     # ------------------------------------------------------------------ sources

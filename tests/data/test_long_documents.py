@@ -161,6 +161,7 @@ def test_source_length_past_the_encoder_positions_is_one_line(mirror, folders, t
     lines = [line for line in result.stderr.splitlines() if "data.max_source_length" in line]
     assert len(lines) == 1, result.stderr[-4000:]
     assert "data.max_source_length=8192 exceeds the encoder's 2048 positions" in lines[0]
+    assert "or choose an encoder with more positions." in lines[0]
     assert "set data.max_source_length=2048" in lines[0]
 
 
