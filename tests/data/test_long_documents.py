@@ -195,3 +195,33 @@ def test_validation_batches_keep_the_token_budget_and_can_be_evened_out(folders)
         assert widths == sorted(widths)
         for b in batches:
             assert len(b["ids"]) <= 4 and b["input_ids"].numel() + b["labels"].numel() <= 4096
+
+
+def test_evaluate_scores_the_best_model_on_whole_long_articles(run, mirror, tmp_path, monkeypatch):
+    """evaluate.py on the mirror's test split: the encoder reads each 600-1,500-word article whole
+    (past 512 tokens, local and global layers), and ROUGE is scored for every article."""
+    from hydra import compose, initialize_config_dir
+
+    import evaluate as evaluate_script
+    from encdec.nn.backbone import Backbone
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("ENCDEC_CACHE", str(tmp_path / "cache"))
+    lengths: list[int] = []
+    forward = Backbone.forward
+
+    def recording(self, input_ids, *args, **kwargs):
+        if self.config.model_type == "modernbert":
+            mask = kwargs["attention_mask"] if "attention_mask" in kwargs else (args[0] if args else None)
+            lengths.extend(mask.sum(1).tolist() if mask is not None else [input_ids.shape[1]] * len(input_ids))
+        return forward(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(Backbone, "forward", recording)
+    overrides = [f"output_dir={tmp_path / 'out'}", f"model_path={run / 'best_model'}", "data=cnn_dailymail",
+                 f"data.source.path={mirror}", "split=test", "limit=3", "batch_size=2", "generation=greedy",
+                 "generation.max_length=6", "bootstrap_samples=10"]
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+        metrics = evaluate_script.evaluate(compose("evaluate", overrides=overrides))
+    assert metrics["examples"] == 3 and "rougeL" in json.dumps(metrics)
+    assert sorted(lengths)[0] > 512 and len(lengths) == 3
+    assert len(read_jsonl(tmp_path / "out" / "predictions.jsonl")) == 3
