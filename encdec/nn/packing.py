@@ -42,8 +42,9 @@ class Packing:
         return x.reshape(self.batch * self.seq_len, *x.shape[2:]).index_select(0, self.index)
 
     def unpack(self, x: Tensor) -> Tensor:
-        """(N, ...) -> (B, T, ...), zeros where nothing was computed."""
-        full = x.new_zeros(self.batch * self.seq_len, *x.shape[1:]).index_copy(0, self.index, x)
+        """(N, ...) -> (B, T, ...), zeros where nothing was computed. index_put, not index_copy: its
+        backward keeps only the index, where index_copy's keeps x (and the storage x views) alive."""
+        full = x.new_zeros(self.batch * self.seq_len, *x.shape[1:]).index_put((self.index,), x)
         return full.view(self.batch, self.seq_len, *x.shape[1:])
 
 

@@ -94,3 +94,27 @@ def test_causal_window_equals_transformers_gemma2_without_soft_capping(tmp_path)
         got = ours.backbone.logits(ours.backbone(ids, mask))
     keep = mask.bool()
     torch.testing.assert_close(got[keep], expected[keep], atol=1e-4, rtol=1e-4)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for backward of fn()."""
+    storages = {}
+
+    def keep(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def test_packed_rows_keep_no_more_for_backward_than_the_padded_grid():
+    """Moving packed rows onto the grid and back keeps only indices for backward, not copies of q, k, v."""
+    q, k, v = qkv(2, 4, 512, dim=16)
+    keep = torch.ones(2, 512, dtype=torch.bool)
+    packing = Packing.from_mask(keep)
+    window = LocalWindow.build(8, False, None, 512, packing)
+    packed = [packing.pack(t.transpose(1, 2)).detach().requires_grad_() for t in (q, k, v)]
+    padded = saved_bytes(lambda: local_attention(q, k, v, keep, 8, False))
+    assert saved_bytes(lambda: window.attend(*packed)) <= padded + 2 * 512 * 8  # + the int64 index
