@@ -61,6 +61,18 @@ class PairEncoder:
         )["input_ids"]
         return sources, [t + [self.eos_token_id] for t in targets]
 
+    def cut(self, texts: list[str], sources: list[list[int]]) -> list[bool]:
+        """Which of `encode`'s sources lost tokens to max_source_length: only those that fill it are
+        tokenised again, one token longer."""
+        full = [i for i, source in enumerate(sources) if len(source) >= self.max_source_length]
+        flags = [False] * len(sources)
+        if full:
+            longer = self.tokenizer([texts[i] for i in full], max_length=self.max_source_length + 1, truncation=True,
+                                    padding=False, return_tensors=None)["input_ids"]
+            for i, ids in zip(full, longer):
+                flags[i] = len(ids) > self.max_source_length
+        return flags
+
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
@@ -273,7 +285,9 @@ class ResumableBatches(IterableDataset):
     def _buffer_batches(self, chunk: list[dict], epoch: int, buffer: int) -> Iterator[dict]:
         """The same chunk, epoch and buffer number always give the same batches in the same order."""
         cols = self.columns
-        sources, labels = self.encoder.encode([r[cols.text] for r in chunk], [r[cols.summary] for r in chunk])
+        texts = [r[cols.text] for r in chunk]
+        sources, labels = self.encoder.encode(texts, [r[cols.summary] for r in chunk])
+        cut = self.encoder.cut(texts, sources)
         ids = record_ids(chunk, cols, offset=buffer * self.buffer_size)
         rng = random.Random(f"{self.seed}-{epoch}-{buffer}")
         if self.max_tokens:
@@ -283,7 +297,7 @@ class ResumableBatches(IterableDataset):
         pad = self.encoder.tokenizer.pad_token_id
         for group in groups:
             batch = collate([sources[i] for i in group], [labels[i] for i in group], pad)
-            yield {**batch, "ids": [ids[i] for i in group]}
+            yield {**batch, "ids": [ids[i] for i in group], "truncated": sum(cut[i] for i in group)}
 
 
 def rotate_rounds(batches: Iterator[dict], num_workers: int, first: int) -> Iterator[dict]:

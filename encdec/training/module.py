@@ -215,7 +215,8 @@ class Seq2SeqModule(LightningModule):
             torch.nn.utils.clip_grad_norm_(params, limit)
 
     def _log_throughput(self, batch: dict[str, Any], size: int) -> None:
-        """Real tokens per second (this rank) and the share of padding in the batch."""
+        """Real tokens per second (this rank), the share of padding in the batch, records skipped so far
+        and the share of this batch's sources cut at data.max_source_length."""
         real = int(batch["attention_mask"].sum()) + int((batch["labels"] != LABEL_PAD).sum())
         padded = batch["input_ids"].numel() + batch["labels"].numel()
         now = time.perf_counter()
@@ -225,6 +226,8 @@ class Seq2SeqModule(LightningModule):
         self.log("train/padding_fraction", 1.0 - real / padded, batch_size=size)
         if "skipped" in batch:
             self.log("data/skipped", float(batch["skipped"]), batch_size=size)
+        if "truncated" in batch:  # the share of sources cut at data.max_source_length
+            self.log("data/truncated", batch["truncated"] / size, batch_size=size)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         opt = self.trainer.optimizers[0] if self.trainer.optimizers else None

@@ -292,6 +292,15 @@ def test_a_run_shorter_than_one_interval_validates_at_its_last_step(short_run):
     assert validation_steps == [3]  # the CSV numbers validations like the printed table
 
 
+def test_sources_cut_at_max_source_length_are_logged(short_run):
+    """data/truncated: the share of each batch's sources cut at data.max_source_length; the sample
+    articles (85-155 tokens) are all longer than the tiny runs' 64."""
+    run_dir, _ = short_run
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        shares = [float(row["data/truncated"]) for row in csv.DictReader(f) if row.get("data/truncated")]
+    assert shares == [1.0, 1.0, 1.0]
+
+
 def test_without_a_validated_checkpoint_the_export_says_it_is_the_last_weights(tmp_path, cache_dir, capsys):
     import train
 

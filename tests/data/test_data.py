@@ -147,6 +147,23 @@ def test_empty_records_are_skipped_and_counted(tmp_path, tokenizer):
     assert batches[-1]["position"]["skipped"] == 3
 
 
+def test_batches_count_the_sources_cut_at_max_source_length(tmp_path, tokenizer):
+    """Each training batch says how many of its sources lost tokens to max_source_length (logged as
+    data/truncated): those whose full tokenisation is longer, by an independent count; a source of
+    exactly the limit is not cut."""
+    exact = next(n for n in range(1, 80) if len(tokenizer("word " * n)["input_ids"]) == 64)
+    rows = [{"id": str(i), "article": "word " * n, "highlights": "a summary."}
+            for i, n in enumerate([5, exact, exact + 1, 200, 30, 90, exact - 1, 400])]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    dm = datamodule(LocalSource({"train": str(path), "validation": str(path)}), tokenizer, buffer_size=8)
+    dm.setup("fit")
+    batches = list(islice(iter(dm.train_dataloader()), 2))
+    longer = {r["id"] for r in rows if len(tokenizer(r["article"])["input_ids"]) > 64}
+    assert longer == {"2", "3", "5", "7"}
+    assert [b["truncated"] for b in batches] == [len(longer & set(b["ids"])) for b in batches]
+    assert sum(b["truncated"] for b in batches) == 4
+
+
 def test_empty_records_raise_when_asked(tmp_path, tokenizer):
     dm = datamodule(_with_empties(tmp_path), tokenizer, on_empty="error")
     where = tmp_path / "train.jsonl"
