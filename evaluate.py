@@ -43,8 +43,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from encdec.apps.preflight import check_evaluate_config
 
     check_evaluate_config(cfg)
+    from encdec.apps.run_folder import claim_output_folder
     from encdec.evaluation.distributed import launch, rank_and_world
 
+    if rank_and_world()[1] == 1:  # the launching process holds the folder for the ranks it starts
+        claim_output_folder(Path(cfg.output_dir))
     if cfg.get("devices", 1) > 1 and rank_and_world()[1] == 1:
         return launch(cfg, evaluate)  # each rank runs evaluate(cfg); rank 0's metrics come back
     from encdec.evaluation.evaluate import PredictionStore, predict, read_examples, report, score, write_plots

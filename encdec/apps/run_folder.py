@@ -7,6 +7,7 @@ what the folder holds.
 
 Only the process that writes the run claims it: DDP ranks that Lightning, torchrun or SLURM
 start share the folder of rank 0. `-m` sweeps claim the sweep folder, then each job its own.
+evaluate.py locks its output_dir the same way (resuming its predictions stays allowed).
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ def claim_sweep_folder(folder: Path) -> None:
     _take(folder, _lock(folder, "sweep"))
 
 
+def claim_output_folder(folder: Path) -> None:
+    """Lock evaluate.py's output folder for this process: two evaluations writing predictions.jsonl at
+    once would interleave it (a later one, started after this ends, resumes from it as before)."""
+    folder = folder.absolute()
+    if folder not in _held:
+        _take(folder, _lock(folder, "evaluation"))
+
+
 def _earlier_sweep(folder: Path) -> bool:
     if not folder.is_dir():
         return False
@@ -101,7 +110,7 @@ def _inside(ckpt_path: str | None, folder: Path) -> bool:
 
 
 def in_use(folder: Path, kind: str, owner: str) -> str:
-    setting = "hydra.run.dir" if kind == "run" else "hydra.sweep.dir"
+    setting = {"run": "hydra.run.dir", "sweep": "hydra.sweep.dir", "evaluation": "output_dir"}[kind]
     return (f"{kind.capitalize()} folder {folder} is in use by {owner}: use another folder (leave {setting} at "
             f"its default, or set {setting}=NEW), or wait for that run to end.")
 

@@ -136,3 +136,31 @@ def test_checkpoint_and_exported_folder_give_the_same_predictions(tmp_path, comp
     assert results["ckpt"]["predictions"] == results["hf"]["predictions"]
     assert results["ckpt"]["rouge"] == results["hf"]["rouge"]
     assert results["hf"]["generation"]["max_length"] == 8
+
+
+def test_a_second_evaluation_into_a_folder_in_use_is_refused_in_one_line(tmp_path):
+    """While another process evaluates into output_dir, a second evaluation there stops before it
+    reads or writes anything, naming the holder; the first one's predictions stay as they were."""
+    import subprocess
+    import sys
+
+    from encdec.base.errors import UsageError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.jsonl").write_text('{"id": "a", "prediction": "kept"}\n')
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from encdec.apps.run_folder import claim_output_folder; claim_output_folder(Path(sys.argv[1])); "
+         "print('held', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UsageError, match=r"Evaluation folder .*out is in use by the run of pid "
+                                             rf"{holder.pid} .*set output_dir=NEW"):
+            evaluate_script.evaluate(config(tmp_path, "baseline=lead3", "limit=5"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / "predictions.jsonl").read_text() == '{"id": "a", "prediction": "kept"}\n'
+    assert not (out / "run.json").exists()
