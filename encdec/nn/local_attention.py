@@ -38,8 +38,7 @@ class LocalWindow:
               packing: Packing | None = None) -> LocalWindow:
         keep = None if attention_mask is None else attention_mask.bool()
         if packing is not None:
-            kept = torch.zeros(packing.batch * packing.seq_len, dtype=torch.bool, device=packing.index.device)
-            kept = kept.index_fill(0, packing.index, True).view(packing.batch, packing.seq_len)
+            kept = packing.unpack(torch.ones(len(packing.index), dtype=torch.bool, device=packing.index.device))
             keep = kept if keep is None else kept & keep
         return cls(window, causal, keep, seq_len, packing)
 
