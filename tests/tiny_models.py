@@ -172,6 +172,46 @@ def check_trains_generates_round_trips(model, data: dict, folder, train_steps: i
     assert torch.equal(again.generate(**src, max_new_tokens=new_tokens, num_beams=3), beam)
 
 
+def logits_token_by_token(model, ids: torch.Tensor, prompt: int) -> torch.Tensor:
+    """A single-model LM's logits of ids (1, T): the first `prompt` tokens in one call, then one token
+    at a time through the cache (past_key_values)."""
+    with torch.no_grad():
+        out = model(input_ids=ids[:, :prompt], use_cache=True)
+        steps = [out.logits]
+        for t in range(prompt, ids.shape[1]):
+            out = model(input_ids=ids[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+            steps.append(out.logits)
+    return torch.cat(steps, dim=1)
+
+
+def check_closed_gates_equal_lm(model, lm, source_length: int = 9, target_length: int = 6) -> None:
+    """A composed model whose decoder is a decoder-only LM behind gated cross-attention: at step 0
+    (every gate 0) its logits equal the LM's own on the same padded targets, whatever the source."""
+    tgt, tgt_mask = lm_batch(length=target_length, seed=5)
+    src, src_mask = lm_batch(length=source_length, seed=6)
+    with torch.no_grad():
+        ours = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt,
+                     decoder_attention_mask=tgt_mask).logits
+        theirs = lm(input_ids=tgt, attention_mask=tgt_mask).logits
+    keep = tgt_mask.bool()
+    torch.testing.assert_close(ours[keep], theirs[keep], atol=1e-4, rtol=1e-4)
+    assert model.config.cross_attention_init == "gated"
+    assert all(float(layer.cross_attn_gate.detach()) == 0.0 for layer in model.decoder.layers)
+
+
+def write_legacy_modernbert_config(folder, *absent: str) -> None:
+    """Rewrite a saved ModernBERT-family config.json as older Hub configs are: no layer_types or
+    rope_parameters (nor `absent`), global/local RoPE thetas 500/40, every 2nd layer global."""
+    import json
+
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("layer_types", "rope_parameters", *absent):
+        del config[key]
+    config.update(global_rope_theta=500.0, local_rope_theta=40.0, global_attn_every_n_layers=2)
+    path.write_text(json.dumps(config))
+
+
 # ---------------------------------------------------------------- tokenizers for tiny folders
 
 WORDS = (

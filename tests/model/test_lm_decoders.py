@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import TINY_BERT, TINY_LMS, check_trains_generates_round_trips, lm_batch, reference_lm
+from tiny_models import (
+    TINY_BERT,
+    TINY_LMS,
+    check_closed_gates_equal_lm,
+    check_trains_generates_round_trips,
+    lm_batch,
+    reference_lm,
+)
 
 import encdec
 
@@ -39,18 +46,7 @@ def compose(folders, name, kind, encoder="bert"):
 
 @pytest.mark.parametrize("name", sorted(TINY_LMS))
 def test_gated_decoder_is_the_pretrained_lm_at_step_0(folders, name):
-    model = compose(folders, name, "gated")
-    ref = reference_lm(name)
-    tgt, tgt_mask = lm_batch(length=6, seed=5)
-    src, src_mask = lm_batch(seed=6)
-    with torch.no_grad():
-        ours = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt,
-                     decoder_attention_mask=tgt_mask).logits
-        theirs = ref(input_ids=tgt, attention_mask=tgt_mask).logits
-    keep = tgt_mask.bool()
-    torch.testing.assert_close(ours[keep], theirs[keep], atol=1e-4, rtol=1e-4)
-    assert model.config.cross_attention_init == "gated"
-    assert all(float(layer.cross_attn_gate.detach()) == 0.0 for layer in model.decoder.layers)
+    check_closed_gates_equal_lm(compose(folders, name, "gated"), reference_lm(name))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from tiny_models import (
+    check_closed_gates_equal_lm,
     check_trains_generates_round_trips,
     lm_batch,
     reference_modernbert,
@@ -43,16 +44,7 @@ def compose(folders, kind, encoder="encoder"):
 def test_gated_decoder_is_the_pretrained_lm_at_step_0(folders):
     model = encdec.EncoderDecoderModel.from_encoder_decoder_pretrained(folders / "encoder", folders / "decoder")
     assert model.config.cross_attention_init == "gated"  # the family's default, as for the other LMs
-    ref = reference_modernbert_decoder("published")
-    tgt, tgt_mask = lm_batch(length=8, seed=5)
-    src, src_mask = lm_batch(length=14, seed=6)
-    with torch.no_grad():
-        ours = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt,
-                     decoder_attention_mask=tgt_mask).logits
-        theirs = ref(input_ids=tgt, attention_mask=tgt_mask).logits
-    keep = tgt_mask.bool()
-    torch.testing.assert_close(ours[keep], theirs[keep], atol=1e-4, rtol=1e-4)
-    assert all(float(layer.cross_attn_gate.detach()) == 0.0 for layer in model.decoder.layers)
+    check_closed_gates_equal_lm(model, reference_modernbert_decoder("published"), source_length=14, target_length=8)
 
 
 @pytest.mark.parametrize("beams", [1, 3])

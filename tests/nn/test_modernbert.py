@@ -6,11 +6,9 @@ exact; its SDPA path agrees with it to ~4e-6."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from tiny_models import TINY_MODERNBERTS, lm_batch, reference_modernbert
+from tiny_models import TINY_MODERNBERTS, lm_batch, reference_modernbert, write_legacy_modernbert_config
 
 import encdec
 
@@ -62,11 +60,7 @@ def test_older_hub_configs_load_as_transformers_reads_them(tmp_path):
     import transformers
 
     reference_modernbert("published", global_attn_every_n_layers=2).save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    for key in ("layer_types", "rope_parameters"):
-        del config[key]
-    config.update(global_rope_theta=500.0, local_rope_theta=40.0, global_attn_every_n_layers=2)
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_legacy_modernbert_config(tmp_path)
     ref = transformers.ModernBertModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
     ours = encdec.ModernBertModel.from_pretrained(tmp_path)
     assert ours.config.layer_kinds == ref.config.layer_types == ["full_attention", "sliding_attention"] * 2

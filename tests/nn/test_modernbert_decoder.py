@@ -6,11 +6,15 @@ with the KV cache too; the folders we save load back in transformers."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from tiny_models import TINY_MODERNBERT_DECODERS, lm_batch, reference_modernbert_decoder
+from tiny_models import (
+    TINY_MODERNBERT_DECODERS,
+    lm_batch,
+    logits_token_by_token,
+    reference_modernbert_decoder,
+    write_legacy_modernbert_config,
+)
 
 import encdec
 
@@ -76,12 +80,7 @@ def test_incremental_decoding_with_the_cache_equals_one_pass(folders, name):
     ids = batch()[0][:1]
     with torch.no_grad():
         full = ref(input_ids=ids).logits
-        out = ours(input_ids=ids[:, :3], use_cache=True)
-        steps = [out.logits]
-        for t in range(3, ids.shape[1]):
-            out = ours(input_ids=ids[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
-            steps.append(out.logits)
-    close(torch.cat(steps, dim=1), full)
+    close(logits_token_by_token(ours, ids, prompt=3), full)
 
 
 @pytest.mark.parametrize("name", sorted(TINY_MODERNBERT_DECODERS))
@@ -125,11 +124,7 @@ def test_older_hub_configs_load_as_transformers_reads_them(tmp_path):
     import transformers
 
     reference_modernbert_decoder("published", global_attn_every_n_layers=2).save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    for key in ("layer_types", "rope_parameters", "sliding_window"):
-        del config[key]
-    config.update(global_rope_theta=500.0, local_rope_theta=40.0, global_attn_every_n_layers=2)
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_legacy_modernbert_config(tmp_path, "sliding_window")
     ref = transformers.ModernBertDecoderForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
     ours = encdec.ModernBertDecoderForCausalLM.from_pretrained(tmp_path)
     assert ours.config.layer_kinds == ref.config.layer_types == ["full_attention", "sliding_attention"] * 2
